@@ -1,0 +1,1 @@
+"""Kafka Connect / Debezium connectors: one JSON per connector, applied through Connect's REST API."""

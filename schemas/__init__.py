@@ -1,0 +1,1 @@
+"""The event contracts: Avro schemas (.avsc), one per command and event, and the registry-framed codec."""

@@ -1,0 +1,1 @@
+"""The Faust app and its agents, one module per bounded context (orders, inventory, payments, ...)."""
