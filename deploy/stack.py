@@ -135,7 +135,8 @@ class Stack:
         # The stack outlives this command by design: mirakuru would kill its children at exit.
         atexit.unregister(mirakuru.base.cleanup_subprocesses)
         self.settings = ensure_secrets(self.settings)
-        self.servers = all_servers(self.settings)
+        for server in self.servers:
+            server.settings = self.settings
         self.fetch()
         for d in (self.settings.log_dir, self.settings.run_dir, self.settings.data_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
@@ -14,6 +15,12 @@ app = typer.Typer(help="ShopFlow: an e-commerce backend on Kafka streams.", no_a
 stack_app = typer.Typer(help="The local stack of real servers (Kafka, registry, Connect, PostgreSQL, Redis, OpenSearch).",
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+connectors_app = typer.Typer(help="Kafka Connect connectors declared in connectors/*.json.", no_args_is_help=True)
+app.add_typer(connectors_app, name="connectors")
+topics_app = typer.Typer(help="The topic catalog (topologies/catalog.py) on the broker.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 
 def _fail(exc: Exception) -> None:
@@ -69,6 +76,118 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print the r
         typer.echo(f"{'total':<10} {'':<28} {'':>5} {'':>8}  {'':<5} {sum(r.rss_mb for r in rows):>7.0f}MB")
     if not all(r.up for r in rows):
         raise typer.Exit(1)
+
+
+@topics_app.command("apply")
+def topics_apply() -> None:
+    """Create or update every catalog topic (and its dead-letter topic); prints what changed."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from shopflow.topologies.apply import apply_topics
+
+    admin = AdminClient({"bootstrap.servers": get_settings().bootstrap_servers})
+    try:
+        changes = apply_topics(admin)
+    except KafkaException as exc:
+        _fail(RuntimeError(f"topics apply failed: {exc}; is Kafka up (`shopflow stack status`)?"))
+    for line in changes or ["nothing to change: the broker matches the catalog"]:
+        typer.echo(line)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """The catalog: name, key, partitions, cleanup policy, retention, value records."""
+    from shopflow.topologies.catalog import all_topics
+
+    for t in all_topics():
+        typer.echo(f"{t.name:<26} key={t.key:<16} p={t.partitions:<2} {t.cleanup_policy:<8} "
+                   f"retention={t.retention_ms:<11} {', '.join(v.rsplit('.', 1)[1] for v in t.values)}")
+
+
+def _connect_client():
+    from shopflow.connectors.apply import ConnectClient
+
+    return ConnectClient(get_settings().connect_url)
+
+
+@connectors_app.command("apply")
+def connectors_apply(
+    files: list[Path] = typer.Argument(None, help="Connector JSON files (default: every connectors/*.json)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for RUNNING."),
+) -> None:
+    """Create or update each connector (idempotent PUT) and wait until it and its tasks run."""
+    from shopflow.connectors.apply import ConnectorError, declared, load
+
+    client = _connect_client()
+    try:
+        connectors = [load(f) for f in files] if files else declared()
+        for connector in connectors:
+            typer.echo(f"{connector.name}: {client.apply(connector, timeout)}, RUNNING")
+    except ConnectorError as exc:
+        _fail(exc)
+
+
+@connectors_app.command("status")
+def connectors_status() -> None:
+    """The state of every connector on the worker and of its tasks."""
+    from shopflow.connectors.apply import ConnectorError
+
+    client = _connect_client()
+    try:
+        for name in client.names():
+            st = client.status(name) or {}
+            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", []))
+            typer.echo(f"{name}: {st.get('connector', {}).get('state', '?')} ({tasks or 'no tasks'})")
+    except ConnectorError as exc:
+        _fail(exc)
+
+
+@connectors_app.command("delete")
+def connectors_delete(name: str) -> None:
+    """Delete a connector from the worker (its declaration stays in connectors/)."""
+    from shopflow.connectors.apply import ConnectorError
+
+    try:
+        if not _connect_client().delete(name):
+            _fail(ConnectorError(f"no connector named {name}; `shopflow connectors status` lists them"))
+    except ConnectorError as exc:
+        _fail(exc)
+    typer.echo(f"{name}: deleted")
+
+
+@app.command("demo")
+def demo() -> None:
+    """The main job: run the stack through ShopFlow's contracts and show what happened."""
+    from shopflow.demo import run
+
+    try:
+        run(get_settings())
+    except Exception as exc:  # the demo's own errors already say what to do
+        _fail(exc)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the PostgreSQL migrations not yet applied."""
+    import asyncio
+
+    import asyncpg
+
+    from shopflow.db import migrate
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(get_settings().postgres_dsn)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as exc:
+        _fail(RuntimeError(f"migrations failed: {exc}; is PostgreSQL up (`shopflow stack status`)?"))
+    typer.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""The one topic catalog: every topic ShopFlow uses, with its key, value schemas and settings.
+
+Nothing else in the code writes a topic name: agents, the edge, taps and tests take topics from
+here. Topics that carry several record types use Confluent's TopicRecordNameStrategy, so each
+record type has its own subject (``<topic>-<record full name>``) and evolves on its own. Every
+topic has a dead-letter topic (``<name>.dlq``) for records that cannot be decoded or processed.
+Topics keyed by ``order_id`` share one partition count so the orders table is co-partitioned with
+each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 24 * 3600 * 1000
+SAGA_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str  # the field of the value that is the message key
+    values: tuple[str, ...]  # full names of the records it carries
+    partitions: int
+    doc: str
+    cleanup_policy: str = "delete"
+    retention_ms: int = 7 * DAY_MS
+
+    def subject(self, record: str) -> str:
+        """The registry subject of one of this topic's record types (TopicRecordNameStrategy)."""
+        if record not in self.values:
+            raise KeyError(f"{self.name} does not carry {record}; it carries {', '.join(self.values)}")
+        return f"{self.name}-{record}"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.name}.dlq"
+
+    @property
+    def configs(self) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+ORDER_COMMANDS = Topic(
+    "order-commands", "order_id", ("shopflow.orders.PlaceOrder", "shopflow.orders.CancelOrder"),
+    SAGA_PARTITIONS, "Commands from the edge (and cart checkout) to the orders agent.",
+)
+ORDERS = Topic(
+    "orders", "order_id",
+    ("shopflow.orders.OrderPlaced", "shopflow.orders.OrderConfirmed", "shopflow.orders.OrderCancelled"),
+    SAGA_PARTITIONS, "The orders agent's events: an order's life from placed to terminal.",
+    retention_ms=30 * DAY_MS,
+)
+STOCK_REQUESTS = Topic(
+    "stock-requests", "sku",
+    ("shopflow.inventory.ReserveStock", "shopflow.inventory.ReleaseStock", "shopflow.inventory.StockAdjusted"),
+    SAGA_PARTITIONS, "Requests to the inventory agent, keyed by sku so one partition owns a sku's stock.",
+)
+STOCK_RESULTS = Topic(
+    "stock-results", "order_id",
+    ("shopflow.inventory.StockReserved", "shopflow.inventory.StockRejected", "shopflow.inventory.StockReleased"),
+    SAGA_PARTITIONS, "The inventory agent's answers, re-keyed by order_id back to the orders agent.",
+)
+PAYMENT_REQUESTS = Topic(
+    "payment-requests", "order_id",
+    ("shopflow.payments.PaymentRequested", "shopflow.payments.RefundRequested"),
+    SAGA_PARTITIONS, "Charges and refunds asked of the payments agent.",
+)
+PAYMENT_RESULTS = Topic(
+    "payment-results", "order_id",
+    ("shopflow.payments.PaymentSucceeded", "shopflow.payments.PaymentFailed", "shopflow.payments.PaymentRefunded"),
+    SAGA_PARTITIONS, "The payments agent's outcomes.", retention_ms=30 * DAY_MS,
+)
+CART_COMMANDS = Topic(
+    "cart-commands", "cart_id",
+    ("shopflow.carts.AddCartItem", "shopflow.carts.RemoveCartItem", "shopflow.carts.ClearCart",
+     "shopflow.carts.CheckoutCart"),
+    SAGA_PARTITIONS, "Cart changes from the edge to the carts agent.",
+)
+CART_EVENTS = Topic(
+    "cart-events", "cart_id", ("shopflow.carts.CartExpired",), SAGA_PARTITIONS,
+    "What happened to carts on their own (expiry after idle time).",
+)
+CATALOG_PRODUCTS = Topic(
+    "catalog.products", "sku", ("shopflow.catalog.ProductUpserted", "shopflow.catalog.ProductDeleted"),
+    3, "Catalog changes leaving PostgreSQL through the outbox and Debezium; the latest per sku is kept.",
+    cleanup_policy="compact", retention_ms=-1,
+)
+USERS = Topic(
+    "users", "user_id", ("shopflow.users.UserRegistered",), 3,
+    "Account events, through the outbox.", cleanup_policy="compact", retention_ms=-1,
+)
+NOTIFICATIONS = Topic(
+    "notifications", "notification_id",
+    ("shopflow.notifications.NotificationRequested", "shopflow.notifications.NotificationSent"),
+    3, "Notifications asked for and their delivery outcomes.",
+)
+
+TOPICS: tuple[Topic, ...] = (
+    ORDER_COMMANDS, ORDERS, STOCK_REQUESTS, STOCK_RESULTS, PAYMENT_REQUESTS, PAYMENT_RESULTS,
+    CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, USERS, NOTIFICATIONS,
+)
+
+
+def dead_letter_topics() -> tuple[Topic, ...]:
+    """One dead-letter topic per catalog topic: one partition, kept 30 days for inspection and replay."""
+    return tuple(
+        Topic(t.dead_letter, t.key, (), 1, f"Records of {t.name} that could not be decoded or processed.",
+              retention_ms=30 * DAY_MS)
+        for t in TOPICS
+    )
+
+
+def all_topics() -> tuple[Topic, ...]:
+    return TOPICS + dead_letter_topics()
+
+
+def by_name(name: str) -> Topic:
+    for topic in all_topics():
+        if topic.name == name:
+            return topic
+    raise KeyError(f"no topic {name!r} in the catalog (topologies/catalog.py)")
