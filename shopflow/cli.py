@@ -19,6 +19,8 @@ connectors_app = typer.Typer(help="Kafka Connect connectors declared in connecto
 app.add_typer(connectors_app, name="connectors")
 topics_app = typer.Typer(help="The topic catalog (topologies/catalog.py) on the broker.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+schemas_app = typer.Typer(help="Avro schemas in schemas/: compatibility and registration.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
 db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -76,6 +78,42 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print the r
         typer.echo(f"{'total':<10} {'':<28} {'':>5} {'':>8}  {'':<5} {sum(r.rss_mb for r in rows):>7.0f}MB")
     if not all(r.up for r in rows):
         raise typer.Exit(1)
+
+
+@schemas_app.command("check")
+def schemas_check(
+    git_rev: str = typer.Option(None, "--git-rev", help="Compare with the schemas at this git revision instead of the registry."),
+) -> None:
+    """Check every schema for BACKWARD compatibility; exits 1 naming each offending field."""
+    from shopflow.schemas.check import check_against_git, check_against_registry
+    from shopflow.schemas.registry import RegistryError, SchemaRegistry
+
+    try:
+        if git_rev:
+            findings, against = check_against_git(git_rev), f"git revision {git_rev}"
+        else:
+            findings, against = check_against_registry(SchemaRegistry(get_settings().registry_url)), "the registry"
+    except (RegistryError, RuntimeError) as exc:
+        _fail(exc)
+    for finding in findings:
+        typer.secho(f"incompatible: {finding}", fg=typer.colors.RED, err=True)
+    if findings:
+        typer.echo(f"{len(findings)} incompatible change(s) against {against}: fix them, or add defaults/aliases", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"all schemas are BACKWARD compatible with {against}")
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Set BACKWARD on every subject and register every schema; refuses incompatible changes."""
+    from shopflow.schemas.check import register_all
+    from shopflow.schemas.registry import RegistryError, SchemaRegistry
+
+    try:
+        for subject, schema_id in register_all(SchemaRegistry(get_settings().registry_url)):
+            typer.echo(f"{subject}: id {schema_id}")
+    except RegistryError as exc:
+        _fail(exc)
 
 
 @topics_app.command("apply")

@@ -86,9 +86,6 @@ def run(settings: Settings) -> None:
     typer.echo(f"  consumed and decoded: order {decoded['order_id']}, total {decoded['total']}")
 
     step(f"Debezium: a catalog change through the PostgreSQL outbox into '{CATALOG_PRODUCTS.name}'")
-    connect = ConnectClient(settings.connect_url)
-    connector = load(CONNECTORS_DIR / "catalog-outbox.json")
-    typer.echo(f"  connector {connector.name}: {connect.apply(connector)}, RUNNING")
     record = "shopflow.catalog.ProductUpserted"
     sku = f"SKU-DEMO-{uuid.uuid4().hex[:6].upper()}"
     product = {
@@ -100,10 +97,16 @@ def run(settings: Settings) -> None:
     payload = codec.encode(CATALOG_PRODUCTS.subject(record), load_schema(record), product)
     before = _end_offsets(settings, CATALOG_PRODUCTS.name, CATALOG_PRODUCTS.partitions)
 
-    async def write() -> None:
+    async def migrate_db() -> None:
         conn = await asyncpg.connect(settings.postgres_dsn)
         try:
             await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def write() -> None:
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
             await conn.execute(
                 "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)",
                 uuid.UUID(product["event_id"]), CATALOG_PRODUCTS.name, sku, "ProductUpserted", payload,
@@ -111,6 +114,9 @@ def run(settings: Settings) -> None:
         finally:
             await conn.close()
 
+    asyncio.run(migrate_db())  # the connector's publication is filtered to the outbox table: it must exist
+    connector = load(CONNECTORS_DIR / "catalog-outbox.json")
+    typer.echo(f"  connector {connector.name}: {ConnectClient(settings.connect_url).apply(connector)}, RUNNING")
     asyncio.run(write())
     typer.echo(f"  inserted outbox row for {sku}")
     deadline = time.monotonic() + 60

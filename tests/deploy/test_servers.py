@@ -55,14 +55,13 @@ async def test_debezium_captures_an_outbox_insert_into_its_topic(stack, topic_fa
     from shopflow.db import migrate
 
     topic = topic_factory("outbox", partitions=3)
-    client = ConnectClient(stack.connect_url)
-    client.apply(load(CONNECTORS_DIR / "catalog-outbox.json"))
     payload = codec.encode(f"{topic}-value", ORDER_NOTE, {"order_id": "o-42", "amount_minor": 500})
     event_id = uuid.uuid4()
 
     conn = await asyncpg.connect(stack.postgres_dsn)
     try:
-        await migrate(conn)
+        await migrate(conn)  # the connector's publication is filtered to the outbox table: it must exist
+        ConnectClient(stack.connect_url).apply(load(CONNECTORS_DIR / "catalog-outbox.json"))
         await conn.execute(
             "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)",
             event_id, topic, "o-42", "OrderNote", payload,
