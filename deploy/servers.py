@@ -399,12 +399,15 @@ class Postgres(Server):
     def ready(self) -> bool:
         return port_open(self.settings.host, self.port) and self._psql("SELECT 1").returncode == 0
 
-    def _psql(self, sql: str, db: str = "postgres") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self._as_owner([str(self._bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
-                            "-p", str(self.port), "-U", "postgres", "-d", db, "-tA", "-c", sql]),
-            capture_output=True, text=True,
-        )
+    def _psql(self, script: str, variables: dict[str, str] | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a psql script as the superuser over the private socket (local connections are trusted)."""
+        args = [str(self._bin / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
+                "-p", str(self.port), "-U", "postgres", "-d", "postgres"]
+        for name, value in (variables or {}).items():
+            args += ["-v", f"{name}={value}"]
+        return subprocess.run(self._as_owner(args), input=script, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})
 
     def after_ready(self) -> None:
         s = self.settings
@@ -422,14 +425,11 @@ class Postgres(Server):
                 for var in ("app_db", "registry_db")
             )
         )
-        proc = subprocess.run(
-            self._as_owner([str(self._bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
-                            "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-                            "-v", f"role={s.postgres_user}",
-                            "-v", f"app_db={s.postgres_db}", "-v", f"registry_db={REGISTRY_DB}"]),
-            input=script, capture_output=True, text=True,
+        proc = self._psql(
+            script,
+            variables={"role": s.postgres_user, "app_db": s.postgres_db, "registry_db": REGISTRY_DB},
             # The password reaches psql through its environment, not its (world-readable) argv.
-            env={**os.environ, "SHOPFLOW_ROLE_PASSWORD": password},
+            env={"SHOPFLOW_ROLE_PASSWORD": password},
         )
         if proc.returncode != 0:
             raise StackError(f"could not create the PostgreSQL role and databases: {proc.stderr.strip()}")

@@ -35,8 +35,9 @@ def subjects() -> list[tuple[str, str]]:
     return [(topic.subject(record), record) for topic in TOPICS for record in topic.values]
 
 
-def check_against_registry(registry: SchemaRegistry) -> list[Finding]:
-    schemas = all_schemas()
+def check_against_registry(registry: SchemaRegistry, schemas: dict[str, dict] | None = None) -> list[Finding]:
+    """Findings for ``schemas`` (default: the working tree's) against each subject's latest version."""
+    schemas = schemas or all_schemas()
     findings = []
     for subject, record in subjects():
         latest = registry.latest(subject)
