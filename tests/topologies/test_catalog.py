@@ -62,5 +62,19 @@ def test_apply_restores_a_config_that_drifted(admin):
         ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
     for f in admin.incremental_alter_configs([drifted]).values():
         f.result(timeout=10)
+    _wait_for_config(admin, "notifications", "retention.ms", "1000")
 
     assert apply_topics(admin) == [f"updated notifications: retention.ms={by_name('notifications').retention_ms}"]
+
+
+def _wait_for_config(admin, topic: str, key: str, value: str, timeout_s: float = 15) -> None:
+    """An altered config reaches describe_configs once the broker has applied the metadata record."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    while time.monotonic() < deadline:
+        if admin.describe_configs([resource])[resource].result(timeout=10)[key].value == value:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{topic} {key} never became {value}")
