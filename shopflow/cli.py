@@ -21,6 +21,8 @@ topics_app = typer.Typer(help="The topic catalog (topologies/catalog.py) on the 
 app.add_typer(topics_app, name="topics")
 schemas_app = typer.Typer(help="Avro schemas in schemas/: compatibility and registration.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+topology_app = typer.Typer(help="The order saga declared as data (topologies/saga.py).", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
 db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -114,6 +116,27 @@ def schemas_register() -> None:
             typer.echo(f"{subject}: id {schema_id}")
     except RegistryError as exc:
         _fail(exc)
+
+
+@topology_app.command("check")
+def topology_check() -> None:
+    """Prove from the saga's data that every state ends and every effect is compensated; exits 1 if not."""
+    from shopflow.topologies.saga import ORDER_SAGA, check
+
+    problems = check(ORDER_SAGA)
+    for problem in problems:
+        typer.secho(f"problem: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{ORDER_SAGA.name}: every state reaches a terminal state, every effect has a compensation")
+
+
+@topology_app.command("draw")
+def topology_draw() -> None:
+    """Print the saga as a Mermaid state diagram."""
+    from shopflow.topologies.saga import ORDER_SAGA, mermaid
+
+    typer.echo(mermaid(ORDER_SAGA))
 
 
 @topics_app.command("apply")
