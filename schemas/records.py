@@ -323,6 +323,18 @@ class ReleaseStock(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True)
+class CommitStock(AvroRecord):
+    """Command: the order was confirmed, so its reservation of this sku is consumed."""
+
+    AVRO_NAME: ClassVar[str] = "shopflow.inventory.CommitStock"
+    event_id: UuidStr
+    order_id: str
+    sku: str
+    quantity: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveStock(AvroRecord):
     """Command: reserve stock of one sku for one order line."""
 
@@ -429,6 +441,19 @@ class CancelOrder(AvroRecord):
     event_id: UuidStr
     order_id: str
     requested_by: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimedOut(AvroRecord):
+    """Command: a saga step's deadline passed while the order was still in that state."""
+
+    AVRO_NAME: ClassVar[str] = "shopflow.orders.StepTimedOut"
+    event_id: UuidStr
+    order_id: str
+    step: str
+    state: str
+    deadline: datetime
     occurred_at: datetime
 
 
@@ -574,9 +599,9 @@ RECORDS: dict[str, type[AvroRecord]] = {
     for cls in (
         AddCartItem, CartExpired, CheckoutCart, ClearCart, RemoveCartItem,
         ProductDeleted, ProductUpserted,
-        ReleaseStock, ReserveStock, StockAdjusted, StockRejected, StockReleased, StockReserved,
+        CommitStock, ReleaseStock, ReserveStock, StockAdjusted, StockRejected, StockReleased, StockReserved,
         NotificationRequested, NotificationSent,
-        CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced, PlaceOrder,
+        CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced, PlaceOrder, StepTimedOut,
         PaymentFailed, PaymentRefunded, PaymentRequested, PaymentSucceeded, RefundRequested,
         UserRegistered,
     )

@@ -42,8 +42,9 @@ class Topic:
 
 
 ORDER_COMMANDS = Topic(
-    "order-commands", "order_id", ("shopflow.orders.PlaceOrder", "shopflow.orders.CancelOrder"),
-    SAGA_PARTITIONS, "Commands from the edge (and cart checkout) to the orders agent.",
+    "order-commands", "order_id",
+    ("shopflow.orders.PlaceOrder", "shopflow.orders.CancelOrder", "shopflow.orders.StepTimedOut"),
+    SAGA_PARTITIONS, "Commands to the orders agent: from the edge, cart checkout, and its own deadline scanner.",
 )
 ORDERS = Topic(
     "orders", "order_id",
@@ -53,7 +54,8 @@ ORDERS = Topic(
 )
 STOCK_REQUESTS = Topic(
     "stock-requests", "sku",
-    ("shopflow.inventory.ReserveStock", "shopflow.inventory.ReleaseStock", "shopflow.inventory.StockAdjusted"),
+    ("shopflow.inventory.ReserveStock", "shopflow.inventory.ReleaseStock", "shopflow.inventory.CommitStock",
+     "shopflow.inventory.StockAdjusted"),
     SAGA_PARTITIONS, "Requests to the inventory agent, keyed by sku so one partition owns a sku's stock.",
 )
 STOCK_RESULTS = Topic(

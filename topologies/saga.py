@@ -127,6 +127,9 @@ class Effect:
     refusal: Message | None  # the answer saying it did not; None when it cannot be refused
     compensation: Message | None  # the command undoing it
     acknowledgement: Message | None  # the answer saying it is undone
+    # The command that makes it final when the order goes through (a reservation consumed by the
+    # confirmed order); its compensation still undoes it afterwards.
+    settlement: Message | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ ORDER_CONFIRMED = Message(ORDERS, "shopflow.orders.OrderConfirmed")
 ORDER_CANCELLED = Message(ORDERS, "shopflow.orders.OrderCancelled")
 RESERVE_STOCK = Message(STOCK_REQUESTS, "shopflow.inventory.ReserveStock")
 RELEASE_STOCK = Message(STOCK_REQUESTS, "shopflow.inventory.ReleaseStock")
+COMMIT_STOCK = Message(STOCK_REQUESTS, "shopflow.inventory.CommitStock")
 STOCK_RESERVED = Message(STOCK_RESULTS, "shopflow.inventory.StockReserved")
 STOCK_REJECTED = Message(STOCK_RESULTS, "shopflow.inventory.StockRejected")
 STOCK_RELEASED = Message(STOCK_RESULTS, "shopflow.inventory.StockReleased")
@@ -253,7 +257,8 @@ ORDER_SAGA = Saga(
         State(REFUNDED, "cancelled after payment, charge refunded and stock released", Outcome.UNDONE),
     ),
     effects=(
-        Effect(STOCK, "line", RESERVE_STOCK, STOCK_RESERVED, STOCK_REJECTED, RELEASE_STOCK, STOCK_RELEASED),
+        Effect(STOCK, "line", RESERVE_STOCK, STOCK_RESERVED, STOCK_REJECTED, RELEASE_STOCK, STOCK_RELEASED,
+               settlement=COMMIT_STOCK),
         Effect(PAYMENT, "order", PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, PAYMENT_FAILED, REFUND_REQUESTED,
                PAYMENT_REFUNDED),
     ),
@@ -272,7 +277,10 @@ ORDER_SAGA = Saga(
         Transition(PENDING, CANCELLED, CANCEL_ORDER, emits=(_cancelled("BY_CUSTOMER"),), compensates=(STOCK,)),
         Transition(PENDING, CANCELLED, RESERVATION_TIMEOUT, emits=(_cancelled("TIMEOUT"),),
                    compensates=(STOCK,)),
-        Transition(RESERVED, CONFIRMED, PAYMENT_SUCCEEDED, emits=(Emit(ORDER_CONFIRMED),), settles=(PAYMENT,)),
+        # A confirmed order consumes its reservations (on_hand and reserved both drop); a later
+        # ReleaseStock of a consumed reservation (cancel after payment) puts the units back.
+        Transition(RESERVED, CONFIRMED, PAYMENT_SUCCEEDED,
+                   emits=(Emit(ORDER_CONFIRMED), Emit(COMMIT_STOCK, per_line=True)), settles=(PAYMENT,)),
         Transition(RESERVED, CANCELLED, PAYMENT_FAILED, emits=(_cancelled("PAYMENT_FAILED"),),
                    compensates=(STOCK,), settles=(PAYMENT,)),
         # Cancelling does not wait for the charge's outcome: a capture landing later is refunded.
@@ -473,7 +481,7 @@ def _determinism(saga: Saga) -> list[str]:
 def _effects(saga: Saga) -> list[str]:
     """Every request to another context is a declared effect, and every effect can be undone."""
     problems = [f"effect {e.name!r} has no compensation" for e in saga.effects if e.compensation is None]
-    requests = {e.request for e in saga.effects}
+    requests = {e.request for e in saga.effects} | {e.settlement for e in saga.effects if e.settlement}
     compensations = {e.compensation: e.name for e in saga.effects if e.compensation is not None}
     for t in saga.transitions:
         for emit in t.emits:

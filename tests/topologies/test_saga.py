@@ -108,7 +108,7 @@ ANSWERS = [
     Answer(PENDING, STOCK_REJECTED.record, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
     Answer(PENDING, CANCEL_ORDER.record, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
     Answer(PENDING, RESERVATION_TIMEOUT.name, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
-    Answer(RESERVED, PAYMENT_SUCCEEDED.record, None, CONFIRMED, ("OrderConfirmed",)),
+    Answer(RESERVED, PAYMENT_SUCCEEDED.record, None, CONFIRMED, ("OrderConfirmed", "CommitStock")),
     Answer(RESERVED, PAYMENT_FAILED.record, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
     Answer(RESERVED, CANCEL_ORDER.record, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
     Answer(RESERVED, PAYMENT_TIMEOUT.name, None, CANCELLED, ("OrderCancelled", "ReleaseStock")),
