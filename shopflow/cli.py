@@ -131,6 +131,32 @@ def topology_check() -> None:
     typer.echo(f"{ORDER_SAGA.name}: every state reaches a terminal state, every effect has a compensation")
 
 
+@app.command("replay")
+def replay(files: list[Path] = typer.Argument(..., help="Scenario files (tests/replay/scenarios/*.yaml).")) -> None:
+    """Replay saga scenarios in-process (no broker, RocksDB tables); prints a diff for each failure."""
+    import asyncio
+
+    from shopflow.streams.replay import run_scenario
+
+    failed = 0
+    for path in files:
+        try:
+            outcome = asyncio.run(run_scenario(path))
+        except (OSError, ValueError, KeyError) as exc:
+            typer.secho(f"error  {path}: {exc}", fg=typer.colors.RED, err=True)
+            failed += 1
+            continue
+        if outcome.ok:
+            typer.secho(f"ok     {outcome.name}", fg=typer.colors.GREEN)
+        else:
+            failed += 1
+            typer.secho(f"FAILED {outcome.name} ({path})", fg=typer.colors.RED)
+            for problem in outcome.problems:
+                typer.echo("  " + problem.replace("\n", "\n  "))
+    if failed:
+        raise typer.Exit(1)
+
+
 @topology_app.command("draw")
 def topology_draw() -> None:
     """Print the saga as a Mermaid state diagram."""

@@ -1,0 +1,132 @@
+"""The saga's invariants (design.md), checked on what actually happened.
+
+``audit`` takes the records that crossed the saga's topics (in order) and the tables' state, and
+reports every violation and every stuck order:
+
+- every order reaches a terminal state, each terminal record exactly once (a confirmed order may
+  later be cancelled with a refund; nothing else follows a terminal record);
+- for every sku: on_hand >= 0, reserved >= 0, reserved equals the sum of open reservations;
+- no order is charged twice; every capture belongs to a confirmed order or is refunded;
+- every reservation is consumed by a confirmed order (CommitStock) or released (StockReleased).
+
+The replay harness runs it after every scenario, the end-to-end test after 1,000 orders, and
+``shopflow audit`` on the live topics and changelogs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+PLACED = "OrderPlaced"
+CONFIRMED = "OrderConfirmed"
+CANCELLED = "OrderCancelled"
+
+
+@dataclass
+class Report:
+    violations: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    orders: Counter = field(default_factory=Counter)  # outcome -> count
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.stuck
+
+    def render(self) -> str:
+        lines = [f"orders: {sum(self.orders.values())} "
+                 f"({', '.join(f'{k} {v}' for k, v in sorted(self.orders.items())) or 'none'})"]
+        lines.append(f"invariant violations: {len(self.violations)}")
+        lines += [f"  - {v}" for v in self.violations[:50]]
+        lines.append(f"stuck orders: {len(self.stuck)}")
+        lines += [f"  - {s}" for s in self.stuck[:50]]
+        return "\n".join(lines)
+
+
+def audit(
+    events: Iterable[tuple[str, dict]],
+    stock: Mapping[str, Mapping] | None = None,
+    payments: Mapping[str, Mapping] | None = None,
+    now_ms: int | None = None,
+    stuck_after_ms: int = 60_000,
+) -> Report:
+    """``events``: (record short name, plain value) in the order they were produced."""
+    report = Report()
+    placed_at: dict[str, int] = {}
+    terminal: dict[str, list[dict]] = defaultdict(list)
+    confirmed: set[str] = set()
+    refunded_orders: set[str] = set()
+    reservations: dict[tuple[str, str], str] = {}  # (order, sku) -> RESERVED | COMMITTED | RELEASED
+    captures: dict[str, set[str]] = defaultdict(set)
+    refunds: set[str] = set()
+
+    for record, value in events:
+        order_id = value.get("order_id")
+        if record == PLACED:
+            placed_at.setdefault(order_id, value["occurred_at"])
+        elif record in (CONFIRMED, CANCELLED):
+            placed_at.setdefault(order_id, value["occurred_at"])
+            terminal[order_id].append({"record": record, **value})
+            if record == CONFIRMED:
+                confirmed.add(order_id)
+            elif value.get("refunded"):
+                refunded_orders.add(order_id)
+        elif record == "StockReserved":
+            reservations.setdefault((order_id, value["sku"]), "RESERVED")
+        elif record == "CommitStock":
+            if reservations.get((order_id, value["sku"])) == "RESERVED":
+                reservations[(order_id, value["sku"])] = "COMMITTED"
+        elif record == "StockReleased":
+            if (order_id, value["sku"]) in reservations:
+                reservations[(order_id, value["sku"])] = "RELEASED"
+        elif record == "PaymentSucceeded":
+            captures[order_id].add(value["payment_id"])
+        elif record == "PaymentRefunded":
+            refunds.add(order_id)
+
+    for order_id, at in placed_at.items():
+        ends = terminal.get(order_id, [])
+        kinds = Counter(e["record"] for e in ends)
+        if not ends:
+            if now_ms is not None and now_ms - at > stuck_after_ms:
+                report.stuck.append(f"order {order_id}: no terminal state {(now_ms - at) / 1000:.0f}s after it was placed")
+            report.orders["open"] += 1
+            continue
+        if kinds[CONFIRMED] > 1 or kinds[CANCELLED] > 1:
+            report.violations.append(f"order {order_id}: terminal records repeated {dict(kinds)}")
+        if kinds[CONFIRMED] and kinds[CANCELLED] and not (
+            ends[0]["record"] == CONFIRMED and ends[-1]["record"] == CANCELLED and ends[-1].get("refunded")
+        ):
+            report.violations.append(f"order {order_id}: confirmed and cancelled without a refund")
+        last = ends[-1]
+        outcome = "CONFIRMED" if last["record"] == CONFIRMED else (
+            "REFUNDED" if last.get("refunded") else f"CANCELLED({last.get('reason')})")
+        report.orders[outcome] += 1
+
+    for (order_id, sku), status in sorted(reservations.items()):
+        kept = order_id in confirmed and order_id not in refunded_orders
+        if status == "RESERVED" and order_id in terminal:
+            report.violations.append(f"reservation {order_id}/{sku}: neither consumed nor released after the order ended")
+        elif status == "COMMITTED" and not kept:
+            report.violations.append(f"reservation {order_id}/{sku}: consumed by an order that was not kept")
+
+    for order_id, ids in captures.items():
+        if len(ids) > 1:
+            report.violations.append(f"order {order_id}: charged {len(ids)} times")
+        if order_id not in confirmed and order_id not in refunds and order_id in terminal:
+            report.violations.append(f"order {order_id}: captured but neither confirmed nor refunded")
+    for order_id in refunded_orders:
+        if captures.get(order_id) and order_id not in refunds:
+            report.violations.append(f"order {order_id}: cancelled with a refund, but no PaymentRefunded")
+
+    for sku, s in (stock or {}).items():
+        open_held = sum(r["quantity"] for r in s.get("reservations", {}).values() if r["status"] == "RESERVED")
+        if s["on_hand"] < 0 or s["reserved"] < 0:
+            report.violations.append(f"sku {sku}: on_hand {s['on_hand']}, reserved {s['reserved']} (negative)")
+        if s["reserved"] != open_held:
+            report.violations.append(f"sku {sku}: reserved {s['reserved']} but open reservations hold {open_held}")
+    for order_id, p in (payments or {}).items():
+        if p.get("charges", 0) > 1:
+            report.violations.append(f"order {order_id}: the gateway captured {p['charges']} times")
+    return report

@@ -1,0 +1,91 @@
+"""The wiring of the agents: which topics each consumes, which table it owns, what it runs.
+
+``ROUTES`` is the one place that says it; the Faust worker (streams/app.py) and the replay harness
+(streams/replay.py) both run records through ``Engine.apply``, so a scenario replayed without a
+broker exercises the same code as the workers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shopflow.streams.inventory import handle_stock, split_order
+from shopflow.streams.orders import handle_order
+from shopflow.streams.payments import PaymentGateway, SimulatedGateway, handle_payment
+from shopflow.streams.runtime import Result
+from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TableSpec
+from shopflow.tables.values import OrderState, PaymentState, StockState
+from shopflow.topologies.catalog import (
+    ORDER_COMMANDS,
+    ORDERS,
+    PAYMENT_REQUESTS,
+    PAYMENT_RESULTS,
+    STOCK_REQUESTS,
+    STOCK_RESULTS,
+    Topic,
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    agent: str
+    topics: tuple[Topic, ...]
+    table: TableSpec | None
+    doc: str
+
+
+ORDERS_ROUTE = Route("orders", (ORDER_COMMANDS, STOCK_RESULTS, PAYMENT_RESULTS), ORDERS_TABLE,
+                     "each order's saga: commands, inventory answers, payment outcomes")
+SPLIT_ROUTE = Route("order-splitter", (ORDERS,), None, "OrderPlaced -> ReserveStock per line, re-keyed by sku")
+INVENTORY_ROUTE = Route("inventory", (STOCK_REQUESTS,), INVENTORY_TABLE, "each sku's stock, its only writer")
+PAYMENTS_ROUTE = Route("payments", (PAYMENT_REQUESTS,), PAYMENTS_TABLE, "charges and refunds through the gateway")
+ROUTES = (ORDERS_ROUTE, SPLIT_ROUTE, INVENTORY_ROUTE, PAYMENTS_ROUTE)
+
+_STATE_TYPES = {"orders": OrderState, "inventory": StockState, "payments": PaymentState}
+
+
+def route_for(topic_name: str) -> Route:
+    for route in ROUTES:
+        if any(t.name == topic_name for t in route.topics):
+            return route
+    raise KeyError(f"no agent consumes {topic_name}")
+
+
+def plain(value):
+    """A decoded Avro value with uuids as strings and timestamps as epoch milliseconds, as handlers take them."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
+@dataclass
+class Engine:
+    """Runs one decoded record through its agent's logic, against the state its table holds."""
+
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    gateway: PaymentGateway = field(default_factory=SimulatedGateway)
+
+    async def apply(self, route: Route, record: str, value: dict, stored: dict | None, now_ms: int) -> Result:
+        state = _STATE_TYPES[route.table.name].from_dict(stored) if route.table and stored is not None else None
+        if route is ORDERS_ROUTE:
+            return handle_order(state, record, value, now_ms, self.timeouts)
+        if route is SPLIT_ROUTE:
+            return Result(outputs=split_order(record, value))
+        if route is INVENTORY_ROUTE:
+            return handle_stock(state, record, value, now_ms)
+        if route is PAYMENTS_ROUTE:
+            return await handle_payment(state, record, value, self.gateway, now_ms)
+        raise KeyError(route.agent)
+
+    @staticmethod
+    def key_of(route: Route, value: dict) -> str | None:
+        return value[route.table.key] if route.table else None

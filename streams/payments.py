@@ -1,0 +1,130 @@
+"""The payments agent's logic: charging and refunding through a gateway, at most once per order.
+
+The gateway is an interface (``PaymentGateway``); ``SimulatedGateway`` is the provider used here,
+with outcomes fixed by the card token so scenarios are deterministic:
+
+    tok_approve / anything else -> approved    tok_decline      -> DECLINED
+    tok_insufficient            -> INSUFFICIENT_FUNDS              tok_timeout -> no answer in time
+
+``handle_payment`` keeps each order's payment state: a redelivered PaymentRequested answers the
+recorded outcome again and never charges twice; a refund is made once and recorded; every step goes
+into the order's payment history. A gateway that does not answer in time leaves the charge
+TIMED_OUT and emits nothing: the saga's payment timeout cancels the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from shopflow.streams.runtime import Output, Result, Unexpected, derived_event_id
+from shopflow.tables.values import PaymentState
+from shopflow.topologies.catalog import PAYMENT_RESULTS
+
+REQUESTED = "shopflow.payments.PaymentRequested"
+REFUND = "shopflow.payments.RefundRequested"
+SUCCEEDED = "shopflow.payments.PaymentSucceeded"
+FAILED = "shopflow.payments.PaymentFailed"
+REFUNDED = "shopflow.payments.PaymentRefunded"
+
+
+class GatewayTimeout(Exception):
+    """The provider did not answer in time; whether it charged is unknown until it is asked again."""
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    approved: bool
+    payment_id: str | None = None
+    failure: str | None = None  # PaymentFailureReason symbol
+    detail: str | None = None
+
+
+class PaymentGateway(Protocol):
+    async def charge(self, order_id: str, token: str, amount: dict) -> ChargeOutcome: ...
+    async def refund(self, payment_id: str, amount: dict) -> str: ...
+
+
+class SimulatedGateway:
+    """A deterministic provider; the order id is its idempotency key, as real providers take one."""
+
+    def __init__(self, latency_s: float = 0.0):
+        self.latency_s = latency_s
+        self.captures: dict[str, int] = {}  # order_id -> captures the provider made (for double-charge checks)
+
+    async def charge(self, order_id: str, token: str, amount: dict) -> ChargeOutcome:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if token == "tok_timeout":
+            raise GatewayTimeout(f"no answer for order {order_id}")
+        if token == "tok_decline":
+            return ChargeOutcome(False, failure="DECLINED", detail="card declined by issuer")
+        if token == "tok_insufficient":
+            return ChargeOutcome(False, failure="INSUFFICIENT_FUNDS", detail="insufficient funds")
+        self.captures[order_id] = self.captures.get(order_id, 0) + 1
+        return ChargeOutcome(True, payment_id=derived_event_id(order_id, "payment"))
+
+    async def refund(self, payment_id: str, amount: dict) -> str:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return derived_event_id(payment_id, "refund")
+
+
+async def handle_payment(
+    state: PaymentState | None, record: str, value: dict, gateway: PaymentGateway, now_ms: int
+) -> Result:
+    event_id = value["event_id"]
+    if state is not None and state.seen(event_id):
+        return Result(duplicate=True)
+    state = state or PaymentState(order_id=value["order_id"])
+    outputs: list[Output] = []
+    if record == REQUESTED:
+        if state.status == "NEW":
+            state.amount = value["amount"]
+            try:
+                outcome = await gateway.charge(state.order_id, value["payment_token"], value["amount"])
+            except GatewayTimeout as exc:
+                state.status = "TIMED_OUT"
+                state.history.append({"at": now_ms, "what": "charge timed out", "detail": str(exc)})
+                outcome = None
+            if outcome is not None and outcome.approved:
+                state.status, state.payment_id = "CAPTURED", outcome.payment_id
+                state.charges += 1
+                state.history.append({"at": now_ms, "what": "captured", "detail": outcome.payment_id})
+            elif outcome is not None:
+                state.status, state.failure = "FAILED", outcome.failure
+                state.history.append({"at": now_ms, "what": "failed", "detail": outcome.detail})
+        else:
+            state.history.append({"at": now_ms, "what": "repeated request answered from record", "detail": event_id})
+        outputs += _outcome(state, value, now_ms)
+    elif record == REFUND:
+        if state.status == "CAPTURED":
+            state.refund_id = await gateway.refund(state.payment_id, value["amount"])
+            state.status = "REFUNDED"
+            state.history.append({"at": now_ms, "what": "refunded", "detail": state.refund_id})
+        if state.status == "REFUNDED":
+            outputs.append(Output(PAYMENT_RESULTS, REFUNDED, {
+                "event_id": derived_event_id(event_id, "refunded"), "order_id": state.order_id,
+                "payment_id": state.payment_id, "refund_id": state.refund_id, "amount": state.amount,
+                "occurred_at": now_ms,
+            }))
+    else:
+        raise Unexpected(f"the payments agent has no rule for {record}")
+    state.remember(event_id)
+    return Result(state=state, outputs=outputs)
+
+
+def _outcome(state: PaymentState, request: dict, now_ms: int) -> list[Output]:
+    # The id derives from the order, not the request, so a repeated request repeats the same event.
+    if state.status in ("CAPTURED", "REFUNDED"):
+        return [Output(PAYMENT_RESULTS, SUCCEEDED, {
+            "event_id": derived_event_id(state.order_id, "succeeded"), "order_id": state.order_id,
+            "payment_id": state.payment_id, "amount": state.amount, "occurred_at": now_ms,
+        })]
+    if state.status == "FAILED":
+        return [Output(PAYMENT_RESULTS, FAILED, {
+            "event_id": derived_event_id(state.order_id, "failed"), "order_id": state.order_id,
+            "reason": state.failure, "detail": None, "occurred_at": now_ms,
+        })]
+    return []  # TIMED_OUT: nothing to say; the saga's payment timeout decides
