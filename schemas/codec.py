@@ -80,6 +80,10 @@ class AvroCodec:
             parsed = self._parsed[schema_id] = fastavro.parse_schema(schema)
         return parsed
 
+    def record_name(self, data: bytes) -> str:
+        """The full name of the record a framed value was written as (its writer schema's name)."""
+        return self._writer_schema(self.schema_id(data))["name"]
+
     def decode(self, data: bytes, reader_schema: dict | None = None) -> dict:
         """Decode a framed record, resolved into ``reader_schema`` when given."""
         schema_id = self.schema_id(data)

@@ -131,6 +131,33 @@ def topology_check() -> None:
     typer.echo(f"{ORDER_SAGA.name}: every state reaches a terminal state, every effect has a compensation")
 
 
+@app.command("worker")
+def worker(
+    web_port: int = typer.Option(None, help="This worker's web port (default SHOPFLOW_WORKER_PORT); one per worker."),
+    loglevel: str = typer.Option("info", help="Faust log level."),
+) -> None:
+    """Run the saga's Faust agents (orders, inventory, payments); start several to share partitions."""
+    import sys
+
+    from confluent_kafka.admin import AdminClient
+
+    from shopflow.schemas.check import register_all
+    from shopflow.schemas.registry import RegistryError, SchemaRegistry
+    from shopflow.streams.app import create_worker
+    from shopflow.topologies.apply import apply_topics
+
+    settings = get_settings()
+    try:
+        # The catalog's topics and schemas first, so agents never meet a missing topic or subject.
+        apply_topics(AdminClient({"bootstrap.servers": settings.bootstrap_servers}))
+        register_all(SchemaRegistry(settings.registry_url))
+    except RegistryError as exc:
+        _fail(exc)
+    w = create_worker(settings, web_port)
+    sys.argv = ["shopflow-worker", "worker", "--loglevel", loglevel]
+    w.app.main()
+
+
 @app.command("replay")
 def replay(files: list[Path] = typer.Argument(..., help="Scenario files (tests/replay/scenarios/*.yaml).")) -> None:
     """Replay saga scenarios in-process (no broker, RocksDB tables); prints a diff for each failure."""

@@ -20,6 +20,10 @@ from shopflow.topologies.catalog import (
 )
 
 
+# The Faust app id: the workers' consumer group, and the prefix of the tables' changelog topics.
+APP_ID = "shopflow"
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -49,3 +53,8 @@ PAYMENTS_TABLE = TableSpec(
 )
 
 TABLES = (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE)
+
+
+def changelog_topic(spec: TableSpec) -> str:
+    """Where Faust keeps a table's changelog (``<app id>-<table>-changelog``)."""
+    return f"{APP_ID}-{spec.name}-changelog"

@@ -1,0 +1,163 @@
+"""The Faust app: every agent of ``ROUTES`` on RocksDB tables, run by ``shopflow worker``.
+
+Each agent reads raw bytes, decodes them with the one codec (a poison record goes to the
+dead-letter topic and the agent goes on), runs the record through ``Engine.apply`` against its
+table, stores the new state and produces what the record caused. Agents run at concurrency 1 and
+scale by partitions: several workers share the partitions of the same group. Correctness comes
+from the handlers' idempotency, not from Kafka transactions (``exactly_once`` is a setting on
+top). A timer scans the orders this worker owns for passed step deadlines; table views answer reads
+from the worker that owns the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+import faust
+from faust.web import Request, Response, View
+
+from shopflow.schemas import load_schema
+from shopflow.schemas.codec import AvroCodec
+from shopflow.schemas.deadletter import DeadLetter, decode_or_dead_letter
+from shopflow.schemas.registry import SchemaRegistry
+from shopflow.settings import Settings
+from shopflow.streams.engine import ROUTES, Engine, Route, plain
+from shopflow.streams.orders import due_timeouts
+from shopflow.streams.payments import SimulatedGateway
+from shopflow.streams.runtime import Output, Unexpected
+from shopflow.streams.serde import FaustRecord
+from shopflow.tables import APP_ID, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
+
+log = logging.getLogger("shopflow.worker")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Worker:
+    """The app and what its agents share: codec, engine, tables, topics."""
+
+    def __init__(self, settings: Settings, web_port: int | None = None):
+        self.settings = settings
+        port = web_port or settings.worker_port
+        datadir = settings.home / "worker" / str(port)
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            APP_ID,
+            broker=f"kafka://{settings.bootstrap_servers}",
+            store="rocksdb://",
+            datadir=str(datadir),
+            web_host=settings.host,
+            web_port=port,
+            topic_replication_factor=1,
+            topic_partitions=ORDERS_TABLE.partitions,
+            table_standby_replicas=settings.standby_replicas,
+            processing_guarantee="exactly_once" if settings.exactly_once else "at_least_once",
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+            producer_linger_ms=settings.worker_linger_ms,
+        )
+        self.codec = AvroCodec(SchemaRegistry(settings.registry_url))
+        self.engine = Engine(
+            timeouts={"payment_timeout": settings.payment_timeout_s, "reservation_timeout": settings.reservation_timeout_s},
+            gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
+        )
+        self.tables = {
+            spec.name: self.app.Table(spec.name, default=None, partitions=spec.partitions,
+                                      key_type=bytes, help=spec.doc)
+            for spec in TABLES
+        }
+        self._topics: dict[str, faust.TopicT] = {}
+        # StepTimedOut records already sent, so the scanner does not resend them every tick.
+        self._timed_out: OrderedDict[str, None] = OrderedDict()
+        for route in ROUTES:
+            self._agent(route)
+        self.app.timer(interval=settings.deadline_scan_s)(self._scan_deadlines)
+        self._views()
+
+    def topic(self, name: str) -> faust.TopicT:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(name, key_type=bytes, value_type=bytes,
+                                                key_serializer="raw", value_serializer="raw")
+        return self._topics[name]
+
+    def _agent(self, route: Route) -> None:
+        source = self.app.topic(*[t.name for t in route.topics], key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")
+
+        async def agent(stream):
+            async for event in stream.events():
+                await self.process(route, event)
+
+        agent.__name__ = agent.__qualname__ = route.agent.replace("-", "_")
+        self.app.agent(source, name=route.agent, concurrency=1)(agent)
+
+    async def process(self, route: Route, event) -> None:
+        record_in = FaustRecord(event.message)
+        decoded, letter = decode_or_dead_letter(self.codec, record_in)
+        if letter is not None:
+            await self._dead_letter(letter)
+            return
+        record = self.codec.record_name(event.message.value)
+        value = plain(decoded)
+        key = self.engine.key_of(route, value)
+        table = self.tables[route.table.name] if route.table else None
+        stored = table.get(key.encode()) if table is not None else None
+        try:
+            result = await self.engine.apply(route, record, value, stored, _now_ms())
+        except Unexpected as exc:
+            from shopflow.schemas.deadletter import dead_letter
+
+            await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
+            return
+        if result.state is not None and table is not None:
+            table[key.encode()] = result.state.to_dict()
+        for output in result.outputs:
+            await self.send(output)
+
+    async def send(self, output: Output) -> None:
+        value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
+        await self.topic(output.topic.name).send(key=output.key.encode(), value=value)
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        log.warning("dead letter to %s: %s", letter.topic, dict(letter.headers).get("dlq.detail", b"").decode())
+        await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=letter.headers)
+
+    async def _scan_deadlines(self) -> None:
+        orders = self.tables[ORDERS_TABLE.name]
+        items = ((k.decode(), v) for k, v in orders.items() if v is not None)
+        for output in due_timeouts(items, _now_ms()):
+            if output.value["event_id"] in self._timed_out:
+                continue
+            self._timed_out[output.value["event_id"]] = None
+            while len(self._timed_out) > 10_000:
+                self._timed_out.popitem(last=False)
+            await self.send(output)
+
+    def _views(self) -> None:
+        """GET /orders/{key}, /inventory/{key}, /payments/{key}: answered by the worker owning the key."""
+        for spec in (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE):
+            self.app.page(f"/{spec.name}/{{key}}/")(self._table_view(self.tables[spec.name]))
+
+    def _table_view(self, table) -> type[View]:
+        app = self.app
+
+        class TableView(View):
+            @app.table_route(table=table, match_info="key")
+            async def get(self, request: Request, key: str) -> Response:
+                value = table.get(key.encode())
+                if value is None:
+                    return self.json({"error": f"no {table.name} entry {key!r}"}, status=404)
+                return self.json(value)
+
+        return TableView
+
+
+def create_worker(settings: Settings, web_port: int | None = None) -> Worker:
+    return Worker(settings, web_port)
