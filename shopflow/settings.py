@@ -52,6 +52,30 @@ class Settings(BaseSettings):
     # How long one server may take to become ready before the start is abandoned.
     start_timeout_s: float = Field(default=180.0, gt=0)
 
+    # The Faust workers (streams/). Each worker of a host needs its own web port (and data dir).
+    worker_port: int = 6066
+    standby_replicas: int = Field(default=0, ge=0)
+    # Kafka transactions on top of the idempotent handlers; off by default (faust-streaming #517, #323, #177).
+    exactly_once: bool = False
+    worker_linger_ms: int = Field(default=5, ge=0)
+    payment_timeout_s: float = Field(default=30.0, gt=0)
+    reservation_timeout_s: float = Field(default=60.0, gt=0)
+    deadline_scan_s: float = Field(default=1.0, gt=0)
+    gateway_latency_ms: float = Field(default=0.0, ge=0)
+
+    # The REST edge (api/). The JWT secret is generated into .shopflow/secrets.env on first start unless set.
+    api_port: int = 8000
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=14 * 24 * 3600, gt=0)
+    rate_limit_per_user: int = Field(default=120, gt=0)  # requests per window per signed-in user
+    rate_limit_anonymous: int = Field(default=60, gt=0)  # register/login/refresh per window per client address
+    rate_limit_window_s: int = Field(default=60, gt=0)
+    idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    api_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # The PostgreSQL schema the edge and the order projection work in (tests use a throwaway one).
+    postgres_schema: str = "public"
+
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.kafka_port}"
