@@ -158,6 +158,33 @@ def worker(
     w.app.main()
 
 
+@app.command("audit")
+def audit_cmd(
+    stuck_after: float = typer.Option(60.0, help="Seconds after which an order not yet terminal counts as stuck."),
+    prefix: str = typer.Option("", help="Only orders and skus whose id starts with this."),
+) -> None:
+    """Check design.md's invariants on the live topics and table changelogs; exits 1 on a violation."""
+    import time
+
+    from shopflow.streams.audit import audit
+    from shopflow.streams.client import SAGA_TOPICS, TopicReader, read_changelog
+    from shopflow.tables import INVENTORY_TABLE, PAYMENTS_TABLE
+
+    settings = get_settings()
+    reader = TopicReader(settings, None, SAGA_TOPICS, from_end=False)
+    events = []
+    while batch := reader.poll(2.0):
+        events += batch
+    reader.close()
+    keep = lambda key: key.startswith(prefix)  # noqa: E731
+    mine = [(r, v) for _, r, v, _ in events if keep(str(v.get("order_id") or v.get("sku") or ""))]
+    report = audit(mine, read_changelog(settings, INVENTORY_TABLE, keep), read_changelog(settings, PAYMENTS_TABLE, keep),
+                   now_ms=int(time.time() * 1000), stuck_after_ms=int(stuck_after * 1000))
+    typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command("replay")
 def replay(files: list[Path] = typer.Argument(..., help="Scenario files (tests/replay/scenarios/*.yaml).")) -> None:
     """Replay saga scenarios in-process (no broker, RocksDB tables); prints a diff for each failure."""

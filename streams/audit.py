@@ -57,7 +57,11 @@ def audit(
     terminal: dict[str, list[dict]] = defaultdict(list)
     confirmed: set[str] = set()
     refunded_orders: set[str] = set()
-    reservations: dict[tuple[str, str], str] = {}  # (order, sku) -> RESERVED | COMMITTED | RELEASED
+    # (order, sku) pairs per kind of record: sets, so the audit does not depend on the order in which
+    # records of different topics were read.
+    reserved: set[tuple[str, str]] = set()
+    committed: set[tuple[str, str]] = set()
+    released: set[tuple[str, str]] = set()
     captures: dict[str, set[str]] = defaultdict(set)
     refunds: set[str] = set()
 
@@ -73,13 +77,11 @@ def audit(
             elif value.get("refunded"):
                 refunded_orders.add(order_id)
         elif record == "StockReserved":
-            reservations.setdefault((order_id, value["sku"]), "RESERVED")
+            reserved.add((order_id, value["sku"]))
         elif record == "CommitStock":
-            if reservations.get((order_id, value["sku"])) == "RESERVED":
-                reservations[(order_id, value["sku"])] = "COMMITTED"
+            committed.add((order_id, value["sku"]))
         elif record == "StockReleased":
-            if (order_id, value["sku"]) in reservations:
-                reservations[(order_id, value["sku"])] = "RELEASED"
+            released.add((order_id, value["sku"]))
         elif record == "PaymentSucceeded":
             captures[order_id].add(value["payment_id"])
         elif record == "PaymentRefunded":
@@ -104,12 +106,16 @@ def audit(
             "REFUNDED" if last.get("refunded") else f"CANCELLED({last.get('reason')})")
         report.orders[outcome] += 1
 
-    for (order_id, sku), status in sorted(reservations.items()):
+    for order_id, sku in sorted(reserved):
+        if order_id not in terminal:
+            continue  # still running
         kept = order_id in confirmed and order_id not in refunded_orders
-        if status == "RESERVED" and order_id in terminal:
-            report.violations.append(f"reservation {order_id}/{sku}: neither consumed nor released after the order ended")
-        elif status == "COMMITTED" and not kept:
-            report.violations.append(f"reservation {order_id}/{sku}: consumed by an order that was not kept")
+        if kept and (order_id, sku) not in committed:
+            report.violations.append(f"reservation {order_id}/{sku}: the order was confirmed but never consumed it")
+        if not kept and (order_id, sku) not in released:
+            report.violations.append(f"reservation {order_id}/{sku}: the order did not go through but it was not released")
+    for order_id, sku in sorted(committed - reserved):
+        report.violations.append(f"reservation {order_id}/{sku}: consumed without having been reserved")
 
     for order_id, ids in captures.items():
         if len(ids) > 1:

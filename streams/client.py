@@ -91,8 +91,8 @@ class SagaClient:
 class TopicReader:
     """Reads topics from given offsets (or the end), decoding every record to (topic, short name, value)."""
 
-    def __init__(self, settings: Settings, codec: AvroCodec, topics: Iterable[str], from_end: bool = True):
-        self.codec = codec
+    def __init__(self, settings: Settings, codec: AvroCodec | None, topics: Iterable[str], from_end: bool = True):
+        self.codec = codec or AvroCodec(SchemaRegistry(settings.registry_url))
         self.consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
                                   "group.id": f"shopflow-reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
         assignment = []
