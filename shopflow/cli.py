@@ -186,18 +186,27 @@ def audit_cmd(
 
 
 @app.command("replay")
-def replay(files: list[Path] = typer.Argument(..., help="Scenario files (tests/replay/scenarios/*.yaml).")) -> None:
-    """Replay saga scenarios in-process (no broker, RocksDB tables); prints a diff for each failure."""
+def replay(
+    files: list[Path] = typer.Argument(..., help="Scenario files (tests/replay/scenarios/*.yaml)."),
+    broker: bool = typer.Option(False, "--broker", help="Through the running workers and the real broker."),
+    worker_url: str = typer.Option(None, help="A running worker (default http://HOST:SHOPFLOW_WORKER_PORT)."),
+) -> None:
+    """Replay saga scenarios in-process (no broker, RocksDB tables) or on the broker; a diff for each failure."""
     import asyncio
 
-    from shopflow.streams.replay import run_scenario
+    import httpx
 
+    from shopflow.streams.replay import run_on_broker, run_scenario
+
+    settings = get_settings()
+    url = worker_url or f"http://{settings.host}:{settings.worker_port}"
     failed = 0
     for path in files:
         try:
-            outcome = asyncio.run(run_scenario(path))
-        except (OSError, ValueError, KeyError) as exc:
-            typer.secho(f"error  {path}: {exc}", fg=typer.colors.RED, err=True)
+            outcome = run_on_broker(path, settings, url) if broker else asyncio.run(run_scenario(path))
+        except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
+            typer.secho(f"error  {path}: {exc} (for --broker: is a worker running? `shopflow worker`)",
+                        fg=typer.colors.RED, err=True)
             failed += 1
             continue
         if outcome.ok:

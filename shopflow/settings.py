@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     # Kafka transactions on top of the idempotent handlers; off by default (faust-streaming #517, #323, #177).
     exactly_once: bool = False
     worker_linger_ms: int = Field(default=5, ge=0)
-    payment_timeout_s: float = Field(default=30.0, gt=0)
-    reservation_timeout_s: float = Field(default=60.0, gt=0)
+    # Step timeouts; unset means the saga's own default (topologies/saga.py).
+    payment_timeout_s: float | None = Field(default=None, gt=0)
+    reservation_timeout_s: float | None = Field(default=None, gt=0)
     deadline_scan_s: float = Field(default=1.0, gt=0)
     gateway_latency_ms: float = Field(default=0.0, ge=0)
 

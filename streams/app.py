@@ -28,6 +28,7 @@ from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected
 from shopflow.streams.serde import FaustRecord
+from shopflow.topologies.saga import PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
 from shopflow.tables import APP_ID, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
 
 log = logging.getLogger("shopflow.worker")
@@ -65,7 +66,9 @@ class Worker:
         )
         self.codec = AvroCodec(SchemaRegistry(settings.registry_url))
         self.engine = Engine(
-            timeouts={"payment_timeout": settings.payment_timeout_s, "reservation_timeout": settings.reservation_timeout_s},
+            timeouts={name: seconds for name, seconds in (("payment_timeout", settings.payment_timeout_s),
+                                                          ("reservation_timeout", settings.reservation_timeout_s))
+                      if seconds is not None},
             gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
         )
         self.tables = {
@@ -144,6 +147,15 @@ class Worker:
         """GET /orders/{key}, /inventory/{key}, /payments/{key}: answered by the worker owning the key."""
         for spec in (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE):
             self.app.page(f"/{spec.name}/{{key}}/")(self._table_view(self.tables[spec.name]))
+        timeouts = {t.name: self.engine.timeouts.get(t.name, t.seconds) for t in (RESERVATION_TIMEOUT, PAYMENT_TIMEOUT)}
+
+        class SagaConfig(View):
+            """The step timeouts this worker applies (broker replays check they match the scenario's)."""
+
+            async def get(self, request: Request) -> Response:
+                return self.json({"timeouts": timeouts})
+
+        self.app.page("/saga/config/")(SagaConfig)
 
     def _table_view(self, table) -> type[View]:
         app = self.app

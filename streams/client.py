@@ -104,13 +104,18 @@ class TopicReader:
         self.consumer.assign(assignment)
 
     def poll(self, timeout_s: float = 0.5, max_records: int = 5000) -> list[tuple[str, str, dict, int]]:
+        """(topic, record short name, plain value, broker timestamp ms) of the records read."""
+        return [(m.topic(), record, value, m.timestamp()[1]) for m, record, value in self.poll_messages(timeout_s, max_records)]
+
+    def poll_messages(self, timeout_s: float = 0.5, max_records: int = 5000) -> list[tuple[object, str, dict]]:
+        """(message, record short name, plain value): the raw message too, to redeliver it byte for byte."""
         out = []
         for msg in self.consumer.consume(max_records, timeout_s):
             if msg.error() or msg.value() is None:
                 continue
             try:
                 record = self.codec.record_name(msg.value()).rsplit(".", 1)[1]
-                out.append((msg.topic(), record, plain(self.codec.decode(msg.value())), msg.timestamp()[1]))
+                out.append((msg, record, plain(self.codec.decode(msg.value()))))
             except Exception:  # noqa: BLE001 - a poison record is the agents' business, not a reader's
                 continue
         return out

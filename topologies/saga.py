@@ -232,10 +232,10 @@ PAYMENT_SUCCEEDED = Message(PAYMENT_RESULTS, "shopflow.payments.PaymentSucceeded
 PAYMENT_FAILED = Message(PAYMENT_RESULTS, "shopflow.payments.PaymentFailed")
 PAYMENT_REFUNDED = Message(PAYMENT_RESULTS, "shopflow.payments.PaymentRefunded")
 
-# Inventory answers from partitions the orders agent shares, so a minute only passes under real lag
-# (a rebalance); the gateway retries with backoff, so a payment gets longer before it is given up.
+# Inventory answers within milliseconds, so a minute only passes under real lag (a rebalance); a
+# payment provider that has not answered in 30 s is not going to, and the customer is waiting.
 RESERVATION_TIMEOUT = Timeout("reservation_timeout", 60)
-PAYMENT_TIMEOUT = Timeout("payment_timeout", 300)
+PAYMENT_TIMEOUT = Timeout("payment_timeout", 30)
 
 STOCK = "stock reserved"
 PAYMENT = "payment captured"

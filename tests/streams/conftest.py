@@ -49,3 +49,14 @@ def worker_factory(stack, tmp_path_factory):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# The step timeouts of the workers the saga's broker tests share; scenarios that advance the clock
+# declare these in `given.timeouts`.
+TEST_TIMEOUTS = {"payment_timeout_s": 3, "reservation_timeout_s": 10}
+
+
+@pytest.fixture(scope="session")
+def saga_workers(worker_factory) -> list[str]:
+    """Two workers sharing the partitions, started once per session; their base URLs."""
+    return [f"http://127.0.0.1:{port}" for port in worker_factory(2, **TEST_TIMEOUTS)]

@@ -32,8 +32,7 @@ def _collect_until(reader: TopicReader, done, timeout_s: float, quiet_s: float =
     raise AssertionError(f"not done in {timeout_s}s: {Counter(r for _, r, _, _ in events)}")
 
 
-def test_a_thousand_random_orders_keep_every_invariant(stack, worker_factory, codec):
-    worker_factory(2, payment_timeout_s=10)
+def test_a_thousand_random_orders_keep_every_invariant(stack, saga_workers, codec):
     rng = random.Random(20261125)
     run = uuid.uuid4().hex[:8]
     seeded = {f"{run}-SKU-{i:02d}": rng.choice([0, 20, 60, 150, 300]) for i in range(25)}

@@ -290,7 +290,7 @@ def test_the_diagram_notes_compensations_and_absorbed_records():
 
     assert ("CONFIRMED --> REFUNDED : CancelOrder / OrderCancelled(reason=BY_CUSTOMER, refunded=true)"
             " + compensate ReleaseStock per line + compensate RefundRequested") in diagram
-    assert "RESERVED --> CANCELLED : payment_timeout (300s) / OrderCancelled(reason=TIMEOUT)" in diagram
+    assert "RESERVED --> CANCELLED : payment_timeout (30s) / OrderCancelled(reason=TIMEOUT)" in diagram
     cancelled_note = diagram.split("note right of CANCELLED\n", 1)[1].split("end note", 1)[0]
     assert "PaymentSucceeded / compensate RefundRequested" in cancelled_note
     assert "PaymentFailed / ignored" in cancelled_note
