@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     payment_timeout_s: float | None = Field(default=None, gt=0)
     reservation_timeout_s: float | None = Field(default=None, gt=0)
     deadline_scan_s: float = Field(default=1.0, gt=0)
+    # How often the scanner also reads the whole orders table, for orders recovered after a rebalance.
+    deadline_full_scan_s: float = Field(default=60.0, gt=0)
     gateway_latency_ms: float = Field(default=0.0, ge=0)
 
     # The REST edge (api/). The JWT secret is generated into .shopflow/secrets.env on first start unless set.

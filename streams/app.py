@@ -11,6 +11,7 @@ from the worker that owns the key.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from shopflow.tables import APP_ID, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABL
 
 log = logging.getLogger("shopflow.worker")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
+# Debug records of the Kafka client were built (then dropped) for every message: measurable on the hot path.
+logging.getLogger("aiokafka").setLevel(logging.INFO)
 
 
 def _now_ms() -> int:
@@ -79,6 +82,9 @@ class Worker:
         self._topics: dict[str, faust.TopicT] = {}
         # StepTimedOut records already sent, so the scanner does not resend them every tick.
         self._timed_out: OrderedDict[str, None] = OrderedDict()
+        # (deadline_ms, order_id) of the orders this worker stored with a deadline: the scanner's index.
+        self._deadlines: list[tuple[int, str]] = []
+        self._next_full_scan = time.monotonic()
         for route in ROUTES:
             self._agent(route)
         self.app.timer(interval=settings.deadline_scan_s)(self._scan_deadlines)
@@ -120,7 +126,10 @@ class Worker:
             await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
             return
         if result.state is not None and table is not None:
-            table[key.encode()] = result.state.to_dict()
+            stored = result.state.to_dict()
+            table[key.encode()] = stored
+            if route.table is ORDERS_TABLE and stored.get("deadline_ms"):
+                heapq.heappush(self._deadlines, (stored["deadline_ms"], key))
         for output in result.outputs:
             await self.send(output)
 
@@ -133,9 +142,20 @@ class Worker:
         await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=letter.headers)
 
     async def _scan_deadlines(self) -> None:
+        """Send StepTimedOut for passed deadlines: from the index the agent keeps as it stores orders,
+        and every ``deadline_full_scan_s`` from the whole table (orders recovered after a rebalance)."""
         orders = self.tables[ORDERS_TABLE.name]
-        items = ((k.decode(), v) for k, v in orders.items() if v is not None)
-        for output in due_timeouts(items, _now_ms()):
+        now = _now_ms()
+        if time.monotonic() >= self._next_full_scan:
+            self._next_full_scan = time.monotonic() + self.settings.deadline_full_scan_s
+            candidates = [(k.decode(), v) for k, v in orders.items() if v is not None and v.get("deadline_ms")]
+        else:
+            due_ids = set()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                due_ids.add(heapq.heappop(self._deadlines)[1])
+            candidates = [(order_id, orders.get(order_id.encode())) for order_id in due_ids]
+            candidates = [(k, v) for k, v in candidates if v is not None]
+        for output in due_timeouts(candidates, now):
             if output.value["event_id"] in self._timed_out:
                 continue
             self._timed_out[output.value["event_id"]] = None

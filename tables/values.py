@@ -6,7 +6,7 @@ anyone and a field added later only needs a default here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 # How many processed event ids an entity remembers to drop redeliveries; far more than the records
@@ -16,7 +16,8 @@ PROCESSED_KEPT = 256
 
 class _Stored:
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: the fields hold JSON values already, and a deep copy per stored record is hot-path cost.
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
