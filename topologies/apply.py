@@ -7,6 +7,7 @@ topic, which would lose data and break key placement, so that is reported and le
 
 from __future__ import annotations
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -27,8 +28,13 @@ def apply_topics(admin: AdminClient, topics: tuple[Topic, ...] | None = None, ti
 
     new = [NewTopic(t.name, t.partitions, 1, config=t.configs) for t in topics if t.name not in existing]
     for name, future in (admin.create_topics(new) if new else {}).items():
-        future.result(timeout=timeout_s)
-        changes.append(f"created {name}")
+        try:
+            future.result(timeout=timeout_s)
+            changes.append(f"created {name}")
+        except KafkaException as exc:
+            # Another process (a second worker starting) created it between our listing and creating.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
 
     present = [t for t in topics if t.name in existing]
     if not present:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from confluent_kafka.admin import ConfigResource
 
@@ -78,3 +80,24 @@ def _wait_for_config(admin, topic: str, key: str, value: str, timeout_s: float =
             return
         time.sleep(0.2)
     raise AssertionError(f"{topic} {key} never became {value}")
+
+
+@pytest.mark.integration
+def test_two_applies_racing_both_succeed(stack):
+    """Workers starting together each apply the catalog; the one that loses the creation race is fine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka.admin import AdminClient
+
+    from shopflow.topologies.catalog import Topic
+
+    topics = tuple(Topic(f"test-race-{i}-{uuid.uuid4().hex[:6]}", "k", (), 2, "race") for i in range(5))
+    admins = [AdminClient({"bootstrap.servers": stack.bootstrap_servers}) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda a: apply_topics(a, topics), admins))
+        assert sorted(line for r in results for line in r if line.startswith("created")) == sorted(
+            f"created {t.name}" for t in topics)
+    finally:
+        for f in admins[0].delete_topics([t.name for t in topics]).values():
+            f.result(timeout=30)
