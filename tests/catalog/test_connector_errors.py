@@ -1,0 +1,88 @@
+"""`connectors apply` (connectors/apply.py) on broken declarations: each gives a clear ConnectorError.
+
+The broken connectors are temporary copies of catalog-outbox.json under another name, with their own
+slot and publication, so the real connector is never touched; each is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from catalog_helpers import unique
+
+from shopflow.connectors.apply import CONNECTORS_DIR, ConnectorError, load
+
+def broken_copy(tmp_path: Path, **overrides: str) -> Path:
+    doc = json.loads((CONNECTORS_DIR / "catalog-outbox.json").read_text())
+    name = unique("catalog-outbox-broken")
+    ident = name.replace("-", "_")
+    doc["name"] = name
+    doc["config"].update({"slot.name": ident, "publication.name": ident, **overrides})
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+@pytest.fixture
+async def cleanup(stack, connect_client):
+    """Delete the broken connectors and whatever replication slot or publication they got to create."""
+    import asyncpg
+
+    paths: list[Path] = []
+    yield paths
+    conn = await asyncpg.connect(stack.postgres_dsn)
+    try:
+        for path in paths:
+            connector = load(path)
+            connect_client.delete(connector.name)
+            slot = connector.config["slot.name"]
+            await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                               "WHERE slot_name = $1 AND NOT active", slot)
+            if await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", slot):
+                await conn.execute(f'DROP PUBLICATION "{slot}"')  # a name we made: [a-z0-9_]
+    finally:
+        await conn.close()
+
+
+def test_a_malformed_connector_json_is_refused_before_anything_is_sent(tmp_path):
+    path = tmp_path / "catalog-outbox.json"
+    path.write_text('{"name": "catalog-outbox", "config": {"connector.class": "x",}}')
+
+    with pytest.raises(ConnectorError, match=r"not valid JSON at line 1 column \d+"):
+        load(path)
+
+
+def test_a_connector_declaration_of_the_wrong_shape_is_refused(tmp_path):
+    path = tmp_path / "catalog-outbox.json"
+    path.write_text('{"name": "catalog-outbox", "config": {"connector.class": "x", "tasks.max": 1}}')
+
+    with pytest.raises(ConnectorError, match="string values only; not strings: tasks.max"):
+        load(path)
+
+
+@pytest.mark.integration
+def test_a_connector_pointing_at_a_missing_database_is_refused_with_the_reason(tmp_path, connect_client, cleanup):
+    path = broken_copy(tmp_path, **{"database.dbname": "shopflow_no_such_db"})
+    cleanup.append(path)
+
+    # Debezium validates the connection when the config is PUT: Connect answers 400 with the cause.
+    with pytest.raises(ConnectorError, match=r'(?s)refused the config \(400\).*database "shopflow_no_such_db" does not exist'):
+        connect_client.apply(load(path), timeout_s=30)
+    assert connect_client.status(load(path).name) is None
+
+
+@pytest.mark.integration
+def test_a_connector_that_fails_at_start_reports_its_failed_task_and_trace(tmp_path, connect_client, cleanup):
+    # Valid config, but PostgreSQL has no "decoderbufs" plugin: the task fails creating its slot.
+    path = broken_copy(tmp_path, **{"plugin.name": "decoderbufs"})
+    cleanup.append(path)
+
+    with pytest.raises(ConnectorError) as failed:
+        connect_client.apply(load(path), timeout_s=60)
+
+    message = str(failed.value)
+    assert f"{load(path).name} FAILED: io.debezium.DebeziumException: Creation of replication slot failed" in message
+    assert 'could not access file "decoderbufs"' in message  # the cause, from the trace
+    assert "shopflow connectors apply" in message  # and what to do next
