@@ -1,0 +1,160 @@
+"""What routes ask for, as ``Annotated`` aliases: the caller, the settings, the producer, PostgreSQL, Redis.
+
+``CurrentUser`` verifies the bearer access token, and in one Redis call checks that its ``jti`` is
+not revoked and counts the request against the user's rate limit (429 + ``Retry-After``).
+``AdminUser`` adds the role check (403). Everything shared lives on ``app.state.edge`` (``Edge``),
+opened by the app's lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+
+from shopflow.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from shopflow.api.idempotency import KEY_PATTERN, IdempotencyStore
+from shopflow.api.orders_store import Markers, OrderNotifications
+from shopflow.api.producer import CommandProducer
+from shopflow.api.ratelimit import FixedWindowLimiter, RateDecision
+from shopflow.api.security import Claims, Role, TokenError, TokenService, TokenType
+from shopflow.schemas.codec import AvroCodec
+from shopflow.settings import Settings
+from shopflow.topologies.catalog import ORDER_COMMANDS, STOCK_REQUESTS, Topic
+
+REVOKED_PREFIX = "shopflow:jwt:revoked"
+
+
+@dataclass(frozen=True)
+class EdgeTopics:
+    """The topics the edge produces commands to: the catalog's, unless a benchmark gives its own."""
+
+    order_commands: Topic = ORDER_COMMANDS
+    stock_requests: Topic = STOCK_REQUESTS
+
+
+@dataclass
+class Edge:
+    """The edge's shared resources, one per app (opened and closed by ``api.main``'s lifespan)."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    codec: AvroCodec
+    producer: CommandProducer
+    tokens: TokenService
+    user_limit: FixedWindowLimiter
+    anonymous_limit: FixedWindowLimiter
+    idempotency: IdempotencyStore
+    markers: Markers
+    notifications: OrderNotifications
+    topics: EdgeTopics
+
+    @staticmethod
+    def revoked_key(jti: str) -> str:
+        return f"{REVOKED_PREFIX}:{jti}"
+
+    async def revoke(self, claims: Claims) -> bool:
+        """Revoke a token until it would expire anyway; False when it already was (SET NX: exactly one wins)."""
+        ttl = max(1, claims.seconds_left() + 1)
+        return bool(await self.redis.set(self.revoked_key(claims.jti), b"1", nx=True, ex=ttl))
+
+
+def get_edge(request: Request) -> Edge:
+    return request.app.state.edge
+
+
+EdgeDep = Annotated[Edge, Depends(get_edge)]
+
+
+def get_settings(edge: EdgeDep) -> Settings:
+    return edge.settings
+
+
+def get_producer(edge: EdgeDep) -> CommandProducer:
+    return edge.producer
+
+
+def get_redis(edge: EdgeDep) -> Redis:
+    return edge.redis
+
+
+async def get_db(edge: EdgeDep) -> AsyncIterator[asyncpg.Connection]:
+    async with edge.pool.acquire() as conn:
+        yield conn
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ProducerDep = Annotated[CommandProducer, Depends(get_producer)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+DbDep = Annotated[asyncpg.Connection, Depends(get_db)]
+IdempotencyKey = Annotated[str, Header(
+    alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
+    description="A unique key per command (a UUID): a retry with the same key and body gets the first "
+                "response instead of running again; the same key with another body is refused (422).",
+)]
+OptionalIdempotencyKey = Annotated[str | None, Header(
+    alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
+    description="Optional here: with it, a retried sign-up gets the first response instead of 409.",
+)]
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
+
+
+def unauthorized(detail: str, *, invalid: bool = True) -> HTTPException:
+    # RFC 6750: tell the client which scheme, and whether the token itself was the problem.
+    challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": challenge})
+
+
+def too_many(decision: RateDecision) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"rate limit of {decision.limit} requests per window reached; retry in {decision.retry_after_s}s",
+        headers={"Retry-After": str(decision.retry_after_s)},
+    )
+
+
+async def current_user(
+    edge: EdgeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    if credentials is None:
+        raise unauthorized("missing bearer token: send 'Authorization: Bearer <access token>' "
+                           "(get one from POST /v1/auth/login)", invalid=False)
+    try:
+        claims = edge.tokens.verify(credentials.credentials, TokenType.ACCESS)
+    except TokenError as exc:
+        raise unauthorized(str(exc)) from None
+    # One Redis call: refused if the token was revoked, else counted against the user's limit.
+    decision = await edge.user_limit.hit(edge.redis, claims.user_id, unless_exists=edge.revoked_key(claims.jti))
+    if decision is None:
+        raise unauthorized("the token was revoked (logged out); log in again")
+    if not decision.allowed:
+        raise too_many(decision)
+    return claims
+
+
+CurrentUser = Annotated[Claims, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> Claims:
+    if user.role is not Role.ADMIN:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
+    return user
+
+
+AdminUser = Annotated[Claims, Depends(admin_user)]
+
+
+async def anonymous_limit(request: Request, edge: EdgeDep) -> None:
+    """Rate limit for routes used before sign-in (register, login, refresh), per client address."""
+    address = request.client.host if request.client else "unknown"
+    decision = await edge.anonymous_limit.hit(edge.redis, address)
+    if not decision.allowed:
+        raise too_many(decision)

@@ -1,0 +1,116 @@
+"""The FastAPI edge: ``create_app(settings)`` builds the app, its lifespan opens what it shares.
+
+The lifespan applies the PostgreSQL migrations, then opens an asyncpg pool, a Redis client, the
+codec (with every command schema registered up front, so no request waits on the registry), the
+Kafka producer (acks=all, idempotence, murmur2_random) and the LISTEN connection that wakes
+``?wait=`` readers; all of it is closed again on shutdown, the producer flushed first.
+
+    shopflow api            # uvicorn on settings.api_port, OpenAPI at /docs
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from shopflow.api import errors
+from shopflow.api.dependencies import Edge, EdgeTopics
+from shopflow.api.idempotency import IdempotencyStore
+from shopflow.api.middleware import BodySizeLimit
+from shopflow.api.orders_store import Markers, OrderNotifications
+from shopflow.api.pg import create_pool
+from shopflow.api.producer import CommandProducer
+from shopflow.api.ratelimit import FixedWindowLimiter
+from shopflow.api.routers import ROUTERS
+from shopflow.api.security import TokenService, ensure_jwt_secret
+from shopflow.db import migrate
+from shopflow.schemas.codec import AvroCodec
+from shopflow.schemas.records import CancelOrder, PlaceOrder, StockAdjusted, UserRegistered
+from shopflow.schemas.registry import SchemaRegistry
+from shopflow.settings import Settings, get_settings
+from shopflow.topologies.catalog import USERS
+
+
+DESCRIPTION = """\
+ShopFlow's REST command edge. Commands (POST) are produced to Kafka topics and answered **202** with a
+`Location` to follow; reads come from read models. Every command takes an `Idempotency-Key`.
+Sign in with `POST /v1/auth/login` and send `Authorization: Bearer <access_token>`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    topics: EdgeTopics = app.state.topics
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(settings)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        await redis.ping()
+
+        registry = SchemaRegistry(settings.registry_url)
+        stack.callback(registry.close)
+        codec = AvroCodec(registry)
+        producer = CommandProducer.connect(settings.bootstrap_servers, codec)
+        stack.push_async_callback(asyncio.to_thread, producer.close)
+        # Every record the edge writes, with its topic.
+        produced = ((topics.order_commands, PlaceOrder), (topics.order_commands, CancelOrder),
+                    (topics.stock_requests, StockAdjusted), (USERS, UserRegistered))
+        for topic, record in produced:
+            await asyncio.to_thread(producer.warm, topic, record)
+
+        notifications = OrderNotifications()
+        await notifications.start(settings)
+        stack.push_async_callback(notifications.close)
+
+        window = settings.rate_limit_window_s
+        app.state.edge = Edge(
+            settings=settings, pool=pool, redis=redis, codec=codec, producer=producer,
+            tokens=TokenService.from_settings(settings),
+            user_limit=FixedWindowLimiter("user", settings.rate_limit_per_user, window),
+            anonymous_limit=FixedWindowLimiter("anonymous", settings.rate_limit_anonymous, window),
+            idempotency=IdempotencyStore(redis, settings.idempotency_ttl_s),
+            markers=Markers(redis),
+            notifications=notifications,
+            topics=topics,
+        )
+        yield
+
+
+def create_app(settings: Settings | None = None, topics: EdgeTopics | None = None) -> FastAPI:
+    """The edge. ``topics`` defaults to the catalog's (a benchmark passes stand-ins to spare the real ones)."""
+    settings = ensure_jwt_secret(settings or get_settings())
+    TokenService.from_settings(settings)  # refuse a too-short configured secret now, not at first login
+    app = FastAPI(
+        title="ShopFlow edge", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
+        docs_url="/docs", openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.topics = topics or EdgeTopics()
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
+          workers: int = 1) -> None:
+    """``shopflow api``: serve the edge with uvicorn."""
+    import uvicorn
+
+    settings = ensure_jwt_secret(settings or get_settings())
+    if workers > 1:
+        # Workers import the app by name; the secret is in secrets.env by now, so they all share it.
+        uvicorn.run("shopflow.api.main:create_app", factory=True, host=host or settings.host,
+                    port=port or settings.api_port, workers=workers)
+    else:
+        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.api_port)

@@ -1,0 +1,188 @@
+"""Passwords and tokens of the edge: argon2id hashes, HS256 JWT access and refresh tokens.
+
+Tokens are stateless (the signature, the expiry and the type say whether one is good) except for
+revocation: a logged-out access token or a used refresh token has its ``jti`` in Redis until it
+would have expired anyway (``api.auth_store``). Refresh tokens rotate: each is good once.
+The signing secret comes from settings; when unset it is generated once into
+``.shopflow/secrets.env``, as the launcher does for the PostgreSQL password.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic import SecretStr
+
+from shopflow.settings import Settings
+
+ALGORITHM = "HS256"
+ISSUER = "shopflow"
+JWT_SECRET_VAR = "SHOPFLOW_JWT_SECRET"
+# HS256 needs at least 256 bits of key (RFC 7518 3.2); shorter configured secrets are refused.
+MIN_SECRET_BYTES = 32
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+class TokenType(StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+class TokenError(Exception):
+    """A token that must be refused; the message says why, for the 401's detail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a verified token says."""
+
+    user_id: str
+    role: Role
+    type: TokenType
+    jti: str
+    expires_at: int  # seconds since the epoch
+
+    def seconds_left(self, now: float | None = None) -> int:
+        return max(0, int(self.expires_at - (time.time() if now is None else now)))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds the access token is good for
+
+
+class TokenService:
+    # Verified tokens are remembered (a client sends the same one until it expires): decoding and
+    # checking a JWT costs more CPU than the rest of the request's own work. Expiry is still checked on
+    # every use; revocation is checked by the caller, in Redis, on every request.
+    CACHE_SIZE = 10_000
+
+    def __init__(self, secret: str, access_ttl_s: int, refresh_ttl_s: int):
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes ({JWT_SECRET_VAR})")
+        self._secret = secret
+        self.access_ttl_s = access_ttl_s
+        self.refresh_ttl_s = refresh_ttl_s
+        self._verified: dict[str, Claims] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenService:
+        if settings.jwt_secret is None:
+            raise ValueError(f"no JWT secret: set {JWT_SECRET_VAR} or call ensure_jwt_secret(settings)")
+        return cls(settings.jwt_secret.get_secret_value(), settings.access_token_ttl_s, settings.refresh_token_ttl_s)
+
+    def _mint(self, user_id: str, role: Role, kind: TokenType, ttl_s: int, now: float) -> str:
+        claims: dict[str, Any] = {
+            "iss": ISSUER, "sub": user_id, "role": role.value, "typ": kind.value,
+            "jti": uuid.uuid4().hex, "iat": int(now), "exp": int(now) + ttl_s,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def issue(self, user_id: str, role: Role, now: float | None = None) -> TokenPair:
+        now = time.time() if now is None else now
+        return TokenPair(
+            access_token=self._mint(user_id, role, TokenType.ACCESS, self.access_ttl_s, now),
+            refresh_token=self._mint(user_id, role, TokenType.REFRESH, self.refresh_ttl_s, now),
+            expires_in=self.access_ttl_s,
+        )
+
+    def verify(self, token: str, expected: TokenType) -> Claims:
+        """The claims of a good token of the expected type; ``TokenError`` saying why otherwise."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= self.CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = claims
+        elif claims.seconds_left() <= 0:
+            del self._verified[token]
+            raise TokenError("the token has expired; refresh it or log in again")
+        if claims.type is not expected:
+            raise TokenError(f"a {claims.type.value} token was given where a {expected.value} token is needed")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
+        try:
+            # The algorithm list is fixed: a token naming "none" or RS256 is refused, not trusted.
+            raw = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "jti", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("the token has expired; refresh it or log in again") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("the token's signature is not valid") from None
+        except jwt.InvalidTokenError as exc:
+            raise TokenError(f"the token is not valid: {exc}") from None
+        try:
+            kind = TokenType(raw.get("typ"))
+        except ValueError:
+            raise TokenError("the token has no known type (access or refresh)") from None
+        try:
+            role = Role(raw.get("role"))
+        except ValueError:
+            raise TokenError("the token carries no known role") from None
+        return Claims(user_id=str(raw["sub"]), role=role, type=kind, jti=str(raw["jti"]),
+                      expires_at=int(raw["exp"]))
+
+
+# -- passwords -------------------------------------------------------------------------------------
+
+_HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Verified against when the e-mail is unknown, so a login takes as long whether or not the account exists.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches; always does the work of one verification."""
+    try:
+        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+# -- the secret --------------------------------------------------------------------------------------
+
+
+def ensure_jwt_secret(settings: Settings) -> Settings:
+    """Settings with a JWT secret: the configured one, or one generated once into ``<home>/secrets.env``.
+
+    Several edge processes may start at once (uvicorn workers): the file is locked while it is read
+    and appended to, so they all end up with the same secret and accept each other's tokens.
+    """
+    if settings.jwt_secret is not None:
+        return settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "secrets.env"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        secret = next((line.split("=", 1)[1].strip() for line in f.read().splitlines()
+                       if line.startswith(f"{JWT_SECRET_VAR}=")), None)
+        if secret is None:
+            secret = secrets.token_urlsafe(48)
+            f.write(f"{JWT_SECRET_VAR}={secret}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})

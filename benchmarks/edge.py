@@ -1,0 +1,259 @@
+"""Edge throughput and latency: ``POST /v1/orders`` (acks=all) against a bare FastAPI endpoint, same run.
+
+    .venv/bin/python -m benchmarks.edge [--requests 2000] [--concurrency 1 16]
+
+Needs the stack up (`shopflow stack up`). Both servers are uvicorn in subprocesses with the same
+options (one worker, default loop and HTTP parser); the load is an httpx client in this process.
+The edge does all of its work per request: token check and rate limit in Redis, the
+Idempotency-Key lease and stored response in Redis, catalog prices from PostgreSQL, the Avro
+encode, the produce with acks=all waited for, the accepted-order marker. The bare endpoint parses
+the same body with the same model and answers 202: the ratio is the cost of being a real edge.
+The load is raw HTTP/1.1 on keep-alive connections from this process (an httpx client costs about as
+much CPU per request as the bare endpoint, which would hide the bare endpoint's speed).
+Users and products live in a throwaway PostgreSQL schema, and the PlaceOrder commands go to a
+throwaway stand-in of ``order-commands`` (same partitions and producer settings), so a worker running
+on the shared stack meanwhile is not handed thousands of benchmark orders.
+Target: the edge at >= 70% of the bare endpoint's accepted/s, p99 <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+from confluent_kafka.admin import AdminClient, NewTopic
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
+
+from benchmarks.results import write_section
+from shopflow.api.schemas import OrderCreate
+from shopflow.settings import Settings, get_settings
+from shopflow.topologies.catalog import ORDER_COMMANDS, STOCK_REQUESTS, Topic
+
+ROOT = Path(__file__).resolve().parent.parent
+SKUS = {f"BENCH-{i}": 1000 + i for i in range(3)}
+RUN_VAR = "SHOPFLOW_BENCH_RUN"
+
+
+def stand_in(topic: Topic, run: str) -> Topic:
+    return dataclasses.replace(topic, name=f"bench-{run}-{topic.name}")
+
+
+def bench_edge():
+    """The edge producing to this run's stand-in topics (uvicorn factory; the run id comes from the env)."""
+    from shopflow.api.dependencies import EdgeTopics
+    from shopflow.api.main import create_app
+
+    run = os.environ[RUN_VAR]
+    return create_app(topics=EdgeTopics(stand_in(ORDER_COMMANDS, run), stand_in(STOCK_REQUESTS, run)))
+
+# The baseline: the same request model, no I/O.
+bare_app = FastAPI()
+
+
+@bare_app.post("/v1/orders", status_code=202)
+async def bare_order(body: OrderCreate, idempotency_key: str = Header(alias="Idempotency-Key")) -> JSONResponse:
+    order_id = str(uuid.uuid4())
+    return JSONResponse({"order_id": order_id, "status": "ACCEPTED", "location": f"/v1/orders/{order_id}"}, 202,
+                        headers={"Location": f"/v1/orders/{order_id}"})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(target: str, port: int, env: dict[str, str], factory: bool = False) -> subprocess.Popen:
+    args = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "warning"] + (["--factory"] if factory else [])
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{target} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"{target} did not come up on port {port} in 60s")
+
+
+async def prepare_schema(settings: Settings, schema: str) -> None:
+    from shopflow.api.pg import connect
+    from shopflow.db import migrate
+
+    admin = await asyncpg.connect(settings.postgres_dsn)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    await admin.close()
+    conn = await connect(settings.model_copy(update={"postgres_schema": schema}))
+    try:
+        await migrate(conn)
+        for sku, price in SKUS.items():
+            await conn.execute("INSERT INTO products (sku, name, price_minor, currency) VALUES ($1, $1, $2, 'EUR')",
+                               sku, price)
+    finally:
+        await conn.close()
+
+
+async def drop_schema(settings: Settings, schema: str) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def sign_in(base: str) -> dict[str, str]:
+    email, password = f"bench.{uuid.uuid4().hex[:8]}@example.test", secrets.token_urlsafe(12)
+    async with httpx.AsyncClient(base_url=base) as c:
+        (await c.post("/v1/auth/register", json={"email": email, "password": password})).raise_for_status()
+        r = await c.post("/v1/auth/login", json={"email": email, "password": password})
+        r.raise_for_status()
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+class Connection:
+    """A bare HTTP/1.1 keep-alive connection: the load generator must be much cheaper than the servers
+    (httpx costs about as much CPU per request as the bare endpoint itself, and stalls at 16 connections)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+        status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines) if k.lower() == "content-length")
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(port: int, headers: dict[str, str], requests: int, concurrency: int) -> tuple[float, list[float], int]:
+    """(accepted per second, latencies in ms, refused count) for ``requests`` orders at ``concurrency``."""
+    body = json.dumps({"lines": [{"sku": sku, "quantity": 1 + i} for i, sku in enumerate(SKUS)],
+                       "payment_token": "tok_bench"}).encode()
+    latencies: list[float] = []
+    refused = 0
+    left = requests
+    connections = [await Connection.open(port) for _ in range(concurrency)]
+
+    async def worker(conn: Connection) -> None:
+        nonlocal left, refused
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            status = await conn.post("/v1/orders", body, {**headers, "Idempotency-Key": uuid.uuid4().hex})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if status != 202:
+                refused += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - t0
+    for c in connections:
+        c.close()
+    return (len(latencies) - refused) / elapsed, latencies, refused
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+Row = tuple[float, float, float, int]  # accepted/s, p50 ms, p99 ms, non-202 count
+
+
+async def measure(port: int, headers: dict[str, str], args: argparse.Namespace) -> dict[int, Row]:
+    await load(port, headers, args.warmup, 4)
+    out = {}
+    for c in args.concurrency:
+        rate, lat, refused = await load(port, headers, args.requests, c)
+        out[c] = (rate, pct(lat, 50), pct(lat, 99), refused)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000, help="orders per measurement")
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    args = ap.parse_args()
+
+    settings = get_settings()
+    run = uuid.uuid4().hex[:8]
+    schema = f"bench_{run}"
+    asyncio.run(prepare_schema(settings, schema))
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    topics = [stand_in(t, run) for t in (ORDER_COMMANDS, STOCK_REQUESTS)]
+    for future in admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in topics]).values():
+        future.result(timeout=30)
+    env = {RUN_VAR: run, "SHOPFLOW_POSTGRES_SCHEMA": schema, "SHOPFLOW_RATE_LIMIT_PER_USER": str(10**9),
+           "SHOPFLOW_RATE_LIMIT_ANONYMOUS": str(10**9), "SHOPFLOW_JWT_SECRET": secrets.token_urlsafe(48)}
+    edge_port, bare_port = free_port(), free_port()
+    servers = []
+    try:
+        servers.append(start_server("benchmarks.edge:bench_edge", edge_port, env, factory=True))
+        servers.append(start_server("benchmarks.edge:bare_app", bare_port, env))
+        headers = asyncio.run(sign_in(f"http://127.0.0.1:{edge_port}"))
+        bare = asyncio.run(measure(bare_port, headers, args))
+        edge = asyncio.run(measure(edge_port, headers, args))
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(10)
+        asyncio.run(drop_schema(settings, schema))
+        for future in admin.delete_topics([t.name for t in topics]).values():
+            future.result(timeout=30)
+        for topic in topics:  # the stand-ins' registry subjects (TopicRecordNameStrategy)
+            for record in topic.values:
+                for permanent in ("false", "true"):
+                    httpx.delete(f"{settings.registry_url}/subjects/{topic.subject(record)}",
+                                 params={"permanent": permanent}, timeout=10)
+
+    rows = []
+    for c in args.concurrency:
+        (br, b50, b99, _), (er, e50, e99, refused) = bare[c], edge[c]
+        rows.append(f"| {c} | {br:,.0f} | {er:,.0f} | **{er / br:.0%}** | {b50:.1f} / {b99:.1f} | "
+                    f"{e50:.1f} / **{e99:.1f}** | {refused} |")
+        print(f"concurrency {c}: bare {br:,.0f}/s p50 {b50:.1f} p99 {b99:.1f} ms | "
+              f"edge {er:,.0f}/s p50 {e50:.1f} p99 {e99:.1f} ms | ratio {er / br:.0%} | refused {refused}")
+    write_section("edge", (
+        f"`POST /v1/orders` (3 lines) through the edge (JWT + Redis rate limit, Idempotency-Key lease and stored "
+        f"response in Redis, catalog prices from PostgreSQL, Avro encode, produce with acks=all + idempotence "
+        f"awaited, accepted-order marker) against a bare FastAPI endpoint parsing the same body. Both uvicorn, one "
+        f"worker, in subprocesses; load from one process (raw HTTP/1.1 keep-alive connections) on the same "
+        f"machine as the whole stack; "
+        f"{args.requests:,} requests per row after {args.warmup} warm-up.\n\n"
+        "| concurrency | bare accepted/s | edge accepted/s | edge / bare | bare p50 / p99 ms | edge p50 / p99 ms "
+        "| edge non-202 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
+        "Target: edge >= 70% of bare accepted/s, p99 <= 20 ms.\n\n"
+        f"Command: `.venv/bin/python -m benchmarks.edge --requests {args.requests} --concurrency "
+        f"{' '.join(map(str, args.concurrency))}`"
+    ))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The order projection on the real stack: orders events in, ``orders_view`` rows out, once, never backwards.
+
+The projection runs on the real Kafka and PostgreSQL, over a fresh topic (and its ``.dlq``) and in
+a throwaway PostgreSQL schema, with events written by the project's codec as the orders agent writes
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka.admin import NewTopic
+from pydantic import SecretStr
+
+from shopflow.schemas import load_schema
+from shopflow.schemas.records import (
+    CancelReason,
+    Money,
+    OrderCancelled,
+    OrderLine,
+    OrderPlaced,
+    PlaceOrder,
+)
+from shopflow.streams.order_projection import NOTIFY_CHANNEL, OrderProjection
+from shopflow.topologies.catalog import ORDER_COMMANDS, ORDERS
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+pytestmark = pytest.mark.integration
+
+
+def placed(order_id: str, user_id: str = "u-1", at: datetime = T0, event_id: str | None = None) -> OrderPlaced:
+    lines = (OrderLine("SKU-A", 2, Money(1999, "EUR")), OrderLine("SKU-B", 1, Money(500, "EUR")))
+    return OrderPlaced(event_id or str(uuid.uuid4()), order_id, user_id, lines, Money(4498, "EUR"), "tok", at)
+
+
+def cancelled(order_id: str, user_id: str = "u-1", refunded: bool = False, at: datetime = T0) -> OrderCancelled:
+    return OrderCancelled(event_id=str(uuid.uuid4()), order_id=order_id, user_id=user_id,
+                          reason=CancelReason.OUT_OF_STOCK, detail="SKU-A", refunded=refunded,
+                          occurred_at=at + timedelta(seconds=5))
+
+
+@pytest.fixture(scope="module")
+def settings(stack):
+    import asyncpg
+
+    schema = f"projtest_{uuid.uuid4().hex[:10]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(stack.postgres_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    yield stack.model_copy(update={"postgres_schema": schema, "jwt_secret": SecretStr("x" * 40)})
+    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def orders_topic(topic_factory, admin):
+    """A fresh stand-in for the orders topic, with its dead-letter topic."""
+    topic = topic_factory("orders", partitions=3)
+    admin.create_topics([NewTopic(f"{topic}.dlq", 1, 1)])[f"{topic}.dlq"].result(timeout=30)
+    yield topic
+    admin.delete_topics([f"{topic}.dlq"])[f"{topic}.dlq"].result(timeout=30)
+
+
+class Running:
+    def __init__(self, settings, codec, topic: str, group: str):
+        self.projection = OrderProjection(settings, codec, topic=topic, group_id=group, batch_size=50)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.projection.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def db(settings):
+    from shopflow.api.pg import connect
+    from shopflow.db import migrate
+
+    conn = await connect(settings)
+    await migrate(conn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def send(producer, codec, orders_topic):
+    def produce(*events, raw: bytes | None = None, key: str = "k") -> None:
+        for event in events:
+            name = event.AVRO_NAME
+            topic = ORDERS if name in ORDERS.values else ORDER_COMMANDS
+            value = codec.encode(topic.subject(name), load_schema(name), event.to_avro())
+            producer.produce(orders_topic, key=event.order_id.encode(), value=value)
+        if raw is not None:
+            producer.produce(orders_topic, key=key.encode(), value=raw)
+        assert producer.flush(10) == 0
+
+    return produce
+
+
+async def row_of(db, order_id: str, until=lambda row: row is not None, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = await db.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
+        if until(row) or time.monotonic() > deadline:
+            return row
+        await asyncio.sleep(0.1)
+
+
+
+async def test_placed_then_cancelled_becomes_one_row_and_notifies(settings, codec, orders_topic, db, send):
+    notified: list[str] = []
+    await db.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[3]))
+    running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
+    try:
+        order = f"o-{uuid.uuid4().hex[:8]}"
+        send(placed(order))
+        row = await row_of(db, order)
+        assert row["status"] == "PENDING" and row["total_minor"] == 4498 and row["currency"] == "EUR"
+        assert [line["sku"] for line in row["lines"]] == ["SKU-A", "SKU-B"]
+        assert row["created_at"] == T0 and row["user_id"] == "u-1"
+
+        send(cancelled(order))
+        row = await row_of(db, order, lambda r: r["status"] != "PENDING")
+        assert (row["status"], row["reason"], row["detail"]) == ("CANCELLED", "OUT_OF_STOCK", "SKU-A")
+        assert row["lines"] and row["total_minor"] == 4498  # a cancel keeps what the order was
+        assert row["updated_at"] == T0 + timedelta(seconds=5)
+        await asyncio.sleep(0.2)
+        assert notified.count(order) == 2
+    finally:
+        await running.close()
+
+
+async def test_duplicates_apply_once_and_status_never_goes_back(settings, codec, orders_topic, db, send):
+    running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
+    try:
+        dup, late = f"o-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+        event = placed(dup)
+        send(event, event, event)  # redelivered
+        # The terminal event first, the OrderPlaced after it (a replay, or a lagging copy).
+        send(cancelled(late, refunded=True), placed(late))
+        await row_of(db, late, lambda r: r is not None and r["lines"] != [])
+        assert (await row_of(db, dup))["status"] == "PENDING"
+        assert await db.fetchval("SELECT count(*) FROM orders_view_events WHERE order_id = $1", dup) == 1
+        assert running.projection.counts["duplicate"] == 2
+        row = await row_of(db, late)
+        assert row["status"] == "REFUNDED" and row["reason"] == "OUT_OF_STOCK"  # not taken back to PENDING
+        assert row["total_minor"] == 4498 and len(row["lines"]) == 2  # yet the placed details are filled in
+        assert row["created_at"] == T0  # the earliest event's time
+    finally:
+        await running.close()
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
+        settings, codec, orders_topic, db, send, consume):
+    running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
+    try:
+        after = f"o-{uuid.uuid4().hex[:8]}"
+        wrong_type = PlaceOrder(event_id=str(uuid.uuid4()), order_id="o-cmd", user_id="u", lines=(),
+                                payment_token="t", currency="EUR", occurred_at=T0)
+        send(raw=b"\x07not avro", key="o-bad")
+        send(wrong_type)
+        send(placed(after))
+        assert (await row_of(db, after))["status"] == "PENDING"  # the stream went on
+        letters = consume(f"{orders_topic}.dlq", 2)
+        headers = [dict(m.headers()) for m in letters]
+        assert [h["dlq.reason"] for h in headers] == [b"bad-magic-byte", b"unexpected-record"]
+        assert all(h["dlq.topic"] == orders_topic.encode() for h in headers)
+        assert letters[0].value() == b"\x07not avro" and letters[0].key() == b"o-bad"  # original bytes kept
+        assert b"PlaceOrder" in headers[1]["dlq.detail"]
+        assert await db.fetchval("SELECT count(*) FROM orders_view WHERE order_id IN ('o-bad', 'o-cmd')") == 0
+    finally:
+        await running.close()
+
+
+async def test_a_restarted_projection_resumes_from_committed_offsets(settings, codec, orders_topic, db, send):
+    group = f"test-{uuid.uuid4().hex}"
+    first = Running(settings, codec, orders_topic, group)
+    order = f"o-{uuid.uuid4().hex[:8]}"
+    try:
+        send(placed(order))
+        await row_of(db, order)
+    finally:
+        await first.close()
+    second = Running(settings, codec, orders_topic, group)
+    try:
+        send(cancelled(order))
+        row = await row_of(db, order, lambda r: r["status"] == "CANCELLED")
+        assert row["status"] == "CANCELLED"
+        # Only the new event was read: nothing before the committed offset came back.
+        assert second.projection.counts == {"applied": 1, "duplicate": 0, "dead-lettered": 0}
+    finally:
+        await second.close()
