@@ -23,6 +23,10 @@ schemas_app = typer.Typer(help="Avro schemas in schemas/: compatibility and regi
 app.add_typer(schemas_app, name="schemas")
 topology_app = typer.Typer(help="The order saga declared as data (topologies/saga.py).", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
+search_app = typer.Typer(help="The product search index (OpenSearch).", no_args_is_help=True)
+app.add_typer(search_app, name="search")
+users_app = typer.Typer(help="Accounts on the edge.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -197,6 +201,66 @@ def audit_cmd(
     typer.echo(report.render())
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("api")
+def api(
+    host: str = typer.Option(None, help="Interface to bind (default SHOPFLOW_HOST)."),
+    port: int = typer.Option(None, help="Port (default SHOPFLOW_API_PORT)."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
+) -> None:
+    """Serve the REST edge (FastAPI, OpenAPI at /docs, routes under /v1)."""
+    from shopflow.api.main import serve
+
+    serve(get_settings(), host, port, workers)
+
+
+@app.command("indexer")
+def indexer() -> None:
+    """Keep the search index in step with catalog.products (runs until interrupted)."""
+    from shopflow.streams.indexer import main
+
+    main(get_settings())
+
+
+@app.command("projection")
+def projection() -> None:
+    """Keep the orders read model in PostgreSQL in step with the orders topic (runs until interrupted)."""
+    from shopflow.streams.order_projection import main
+
+    main(get_settings())
+
+
+@search_app.command("ensure-index")
+def search_ensure_index() -> None:
+    """Create the product index from shopflow/search_index.json unless it exists."""
+    from shopflow.search import ProductSearch
+
+    created = ProductSearch.connect(get_settings()).ensure_index()
+    typer.echo("index created" if created else "index already there")
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: str,
+    display_name: str = typer.Option(None, help="Shown name."),
+    promote: bool = typer.Option(False, help="Make an existing account an admin instead of failing."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Create an admin account (the first admin cannot sign up through the edge)."""
+    import sys
+
+    from shopflow.api.users import EmailTaken, create_admin
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_admin(get_settings(), email, password, display_name, promote)
+    except EmailTaken:
+        _fail(RuntimeError(f"{email} already has an account; add --promote to make it an admin"))
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(f"admin {user.email} ({user.id})")
 
 
 @app.command("replay")
