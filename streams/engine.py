@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shopflow.streams.inventory import handle_stock, split_order
+from shopflow.streams.inventory import handle_stock, split_order, stock_for_new_product
 from shopflow.streams.orders import handle_order
 from shopflow.streams.payments import PaymentGateway, SimulatedGateway, handle_payment
 from shopflow.streams.runtime import Result
 from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TableSpec
 from shopflow.tables.values import OrderState, PaymentState, StockState
 from shopflow.topologies.catalog import (
+    CATALOG_PRODUCTS,
     ORDER_COMMANDS,
     ORDERS,
     PAYMENT_REQUESTS,
@@ -42,7 +43,8 @@ ORDERS_ROUTE = Route("orders", (ORDER_COMMANDS, STOCK_RESULTS, PAYMENT_RESULTS),
 SPLIT_ROUTE = Route("order-splitter", (ORDERS,), None, "OrderPlaced -> ReserveStock per line, re-keyed by sku")
 INVENTORY_ROUTE = Route("inventory", (STOCK_REQUESTS,), INVENTORY_TABLE, "each sku's stock, its only writer")
 PAYMENTS_ROUTE = Route("payments", (PAYMENT_REQUESTS,), PAYMENTS_TABLE, "charges and refunds through the gateway")
-ROUTES = (ORDERS_ROUTE, SPLIT_ROUTE, INVENTORY_ROUTE, PAYMENTS_ROUTE)
+LISTING_ROUTE = Route("new-skus", (CATALOG_PRODUCTS,), None, "a sku new to the catalog gets zero stock")
+ROUTES = (ORDERS_ROUTE, SPLIT_ROUTE, INVENTORY_ROUTE, PAYMENTS_ROUTE, LISTING_ROUTE)
 
 _STATE_TYPES = {"orders": OrderState, "inventory": StockState, "payments": PaymentState}
 
@@ -84,6 +86,8 @@ class Engine:
             return handle_stock(state, record, value, now_ms)
         if route is PAYMENTS_ROUTE:
             return await handle_payment(state, record, value, self.gateway, now_ms)
+        if route is LISTING_ROUTE:
+            return Result(outputs=stock_for_new_product(record, value))
         raise KeyError(route.agent)
 
     @staticmethod

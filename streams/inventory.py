@@ -23,6 +23,7 @@ ADJUST = "shopflow.inventory.StockAdjusted"
 RESERVED = "shopflow.inventory.StockReserved"
 REJECTED = "shopflow.inventory.StockRejected"
 RELEASED = "shopflow.inventory.StockReleased"
+PRODUCT_UPSERTED = "shopflow.catalog.ProductUpserted"
 
 
 def split_order(record: str, value: dict) -> list[Output]:
@@ -37,6 +38,20 @@ def split_order(record: str, value: dict) -> list[Output]:
         })
         for line in value["lines"]
     ]
+
+
+def stock_for_new_product(record: str, value: dict) -> list[Output]:
+    """A sku listed for the first time (ProductUpserted version 1) gets a stock entry of zero units.
+
+    catalog.products has its own partition count, so the inventory cannot write its table from it;
+    a zero StockAdjusted, keyed by sku onto stock-requests, lets the sku's owner create the entry.
+    """
+    if record != PRODUCT_UPSERTED or value["version"] != 1:
+        return []
+    return [Output(STOCK_REQUESTS, ADJUST, {
+        "event_id": derived_event_id(value["event_id"], "listed"), "sku": value["sku"], "delta": 0,
+        "reason": "new sku listed in the catalog", "adjusted_by": None, "occurred_at": value["occurred_at"],
+    })]
 
 
 def handle_stock(state: StockState | None, record: str, value: dict, now_ms: int) -> Result:

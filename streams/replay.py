@@ -37,7 +37,7 @@ from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected, derived_event_id
 from shopflow.tables import TABLES, TableSpec
 from shopflow.tables.values import StockState
-from shopflow.topologies.catalog import ORDER_COMMANDS, TOPICS, Topic
+from shopflow.topologies.catalog import CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, TOPICS, Topic
 
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -212,6 +212,17 @@ def cancel_order(spec: dict, now_ms: int) -> Output:
     })
 
 
+def list_product(spec: dict, now_ms: int) -> Output:
+    """A ProductUpserted as the catalog outbox would publish it: {sku, version, name?, price?}."""
+    return Output(CATALOG_PRODUCTS, "shopflow.catalog.ProductUpserted", {
+        "event_id": spec.get("event_id") or derived_event_id("scenario", "list", spec["sku"], spec["version"]),
+        "sku": spec["sku"], "version": spec["version"], "name": spec.get("name", spec["sku"]),
+        "description": "", "brand": None, "category": None,
+        "price": {"amount_minor": spec.get("price", 1000), "currency": spec.get("currency", "EUR")},
+        "attributes": {}, "active": True, "occurred_at": now_ms,
+    })
+
+
 async def run_scenario(path: Path, store: Path | None = None) -> Outcome:
     doc = yaml.safe_load(path.read_text())
     given, then = doc.get("given") or {}, doc.get("then") or {}
@@ -243,13 +254,15 @@ async def _step(replay: Replay, step: dict) -> None:
             raise ValueError(f"nothing to redeliver: no {arg['record']} {arg['key']} was sent")
         await replay.redeliver(matches[arg.get("nth", 1) - 1])
     elif kind == "adjust":
-        await replay.send(Output(_by_topic("stock-requests"), "shopflow.inventory.StockAdjusted", {
+        await replay.send(Output(STOCK_REQUESTS, "shopflow.inventory.StockAdjusted", {
             "event_id": derived_event_id("scenario", "adjust", arg["sku"], replay.now_ms),
             "sku": arg["sku"], "delta": arg["delta"], "reason": arg.get("reason", "scenario"),
             "adjusted_by": None, "occurred_at": replay.now_ms,
         }))
+    elif kind == "list":
+        await replay.send(list_product(arg, replay.now_ms))
     else:
-        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver or adjust")
+        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver, adjust or list")
 
 
 def _compare(replay: Replay, then: dict) -> list[str]:
@@ -357,6 +370,8 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
             client.producer.produce(msg.topic(), key=msg.key(), value=msg.value(), headers=msg.headers())
         elif kind == "adjust":
             client.adjust_stock(rid(arg["sku"]), arg["delta"])
+        elif kind == "list":
+            client.send(list_product({**arg, "sku": rid(arg["sku"]), "event_id": str(uuid.uuid4())}, now))
         client.flush()
         settle()
     reader.close()
