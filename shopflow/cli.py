@@ -210,9 +210,15 @@ def api(
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the REST edge (FastAPI, OpenAPI at /docs, routes under /v1)."""
-    from shopflow.api.main import serve
+    from confluent_kafka.admin import AdminClient
 
-    serve(get_settings(), host, port, workers)
+    from shopflow.api.main import serve
+    from shopflow.topologies.apply import apply_topics
+
+    settings = get_settings()
+    # The edge produces to catalog topics; on a fresh broker nothing else may have created them yet.
+    apply_topics(AdminClient({"bootstrap.servers": settings.bootstrap_servers}))
+    serve(settings, host, port, workers)
 
 
 @app.command("indexer")

@@ -19,8 +19,14 @@ from shopflow.settings import Settings, get_settings
 def stack() -> Settings:
     from shopflow.deploy.stack import Stack
 
+    from confluent_kafka.admin import AdminClient
+
+    from shopflow.topologies.apply import apply_topics
+
     st = Stack(get_settings(), progress=lambda line: print(line, flush=True))
     started = st.up()
+    # A fresh broker has no topics (auto-creation is off): the catalog's come first, as in a deployment.
+    apply_topics(AdminClient({"bootstrap.servers": st.settings.bootstrap_servers}))
     yield st.settings
     if started:
         st.servers = [s for s in st.servers if s.name in started]
