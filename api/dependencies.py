@@ -1,4 +1,5 @@
-"""What routes ask for, as ``Annotated`` aliases: the caller, the settings, the producer, PostgreSQL, Redis.
+"""What routes ask for, as ``Annotated`` aliases: the caller, the settings, the producer, PostgreSQL, Redis,
+the catalog repository and the product search index.
 
 ``CurrentUser`` verifies the bearer access token, and in one Redis call checks that its ``jti`` is
 not revoked and counts the request against the user's rate limit (429 + ``Retry-After``).
@@ -23,9 +24,11 @@ from shopflow.api.orders_store import Markers, OrderNotifications
 from shopflow.api.producer import CommandProducer
 from shopflow.api.ratelimit import FixedWindowLimiter, RateDecision
 from shopflow.api.security import Claims, Role, TokenError, TokenService, TokenType
+from shopflow.catalog import Catalog
 from shopflow.schemas.codec import AvroCodec
+from shopflow.search import ProductSearch
 from shopflow.settings import Settings
-from shopflow.topologies.catalog import ORDER_COMMANDS, STOCK_REQUESTS, Topic
+from shopflow.topologies.catalog import CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, Topic
 
 REVOKED_PREFIX = "shopflow:jwt:revoked"
 
@@ -36,6 +39,8 @@ class EdgeTopics:
 
     order_commands: Topic = ORDER_COMMANDS
     stock_requests: Topic = STOCK_REQUESTS
+    # Not produced to directly: catalog writes name it as their outbox rows' aggregatetype.
+    catalog_products: Topic = CATALOG_PRODUCTS
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Edge:
     markers: Markers
     notifications: OrderNotifications
     topics: EdgeTopics
+    catalog: Catalog
+    search: ProductSearch
 
     @staticmethod
     def revoked_key(jti: str) -> str:
@@ -84,6 +91,14 @@ def get_redis(edge: EdgeDep) -> Redis:
     return edge.redis
 
 
+def get_catalog(edge: EdgeDep) -> Catalog:
+    return edge.catalog
+
+
+def get_search(edge: EdgeDep) -> ProductSearch:
+    return edge.search
+
+
 async def get_db(edge: EdgeDep) -> AsyncIterator[asyncpg.Connection]:
     async with edge.pool.acquire() as conn:
         yield conn
@@ -93,6 +108,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProducerDep = Annotated[CommandProducer, Depends(get_producer)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 DbDep = Annotated[asyncpg.Connection, Depends(get_db)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+SearchDep = Annotated[ProductSearch, Depends(get_search)]
 IdempotencyKey = Annotated[str, Header(
     alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
     description="A unique key per command (a UUID): a retry with the same key and body gets the first "

@@ -2,8 +2,10 @@
 
 The lifespan applies the PostgreSQL migrations, then opens an asyncpg pool, a Redis client, the
 codec (with every command schema registered up front, so no request waits on the registry), the
-Kafka producer (acks=all, idempotence, murmur2_random) and the LISTEN connection that wakes
-``?wait=`` readers; all of it is closed again on shutdown, the producer flushed first.
+Kafka producer (acks=all, idempotence, murmur2_random), the LISTEN connection that wakes
+``?wait=`` readers, the catalog repository (its own pool, see ``CATALOG_SCHEMA``) and the product
+search index (created from ``shopflow/search_index.json`` if missing); all of it is closed again on
+shutdown, the producer flushed first.
 
     shopflow api            # uvicorn on settings.api_port, OpenAPI at /docs
 """
@@ -11,9 +13,11 @@ Kafka producer (acks=all, idempotence, murmur2_random) and the LISTEN connection
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
@@ -27,10 +31,12 @@ from shopflow.api.producer import CommandProducer
 from shopflow.api.ratelimit import FixedWindowLimiter
 from shopflow.api.routers import ROUTERS
 from shopflow.api.security import TokenService, ensure_jwt_secret
+from shopflow.catalog import Catalog
 from shopflow.db import migrate
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.records import CancelOrder, PlaceOrder, StockAdjusted, UserRegistered
 from shopflow.schemas.registry import SchemaRegistry
+from shopflow.search import DEFAULT_INDEX, ProductSearch, SearchError
 from shopflow.settings import Settings, get_settings
 from shopflow.topologies.catalog import USERS
 
@@ -40,6 +46,41 @@ ShopFlow's REST command edge. Commands (POST) are produced to Kafka topics and a
 `Location` to follow; reads come from read models. Every command takes an `Idempotency-Key`.
 Sign in with `POST /v1/auth/login` and send `Authorization: Bearer <access_token>`.
 """
+
+log = logging.getLogger(__name__)
+
+# The catalog lives in the schema whose outbox Debezium captures (connectors/catalog-outbox.json:
+# table.include.list public.outbox), whatever settings.postgres_schema says: a product written
+# anywhere else would never leave PostgreSQL. Tests' throwaway schemas therefore do not apply to it.
+CATALOG_SCHEMA = "public"
+
+
+async def open_catalog(settings: Settings, codec: AvroCodec, redis: Redis, topic: str) -> Catalog:
+    """The catalog repository on a pool of its own: in ``CATALOG_SCHEMA`` and without the edge pool's
+    jsonb codec (the repository sends and reads its jsonb as text)."""
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=5, server_settings={
+        "search_path": CATALOG_SCHEMA, "application_name": "shopflow-catalog"})
+    try:
+        if settings.postgres_schema != CATALOG_SCHEMA:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        catalog = Catalog(pool, codec, redis, topic=topic)
+        await catalog.warm()  # registers the event schemas now, not inside a request's transaction
+    except BaseException:
+        await pool.close()
+        raise
+    return catalog
+
+
+async def open_search(settings: Settings, index: str) -> ProductSearch:
+    """The product index, created from its declaration if missing. OpenSearch being down does not
+    stop the edge: search routes answer 503 until it is back."""
+    search = ProductSearch.connect(settings, index)
+    try:
+        await asyncio.to_thread(search.ensure_index)
+    except SearchError as exc:
+        log.warning("search index %s not ensured: %s", index, exc)
+    return search
 
 
 @asynccontextmanager
@@ -71,6 +112,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await notifications.start(settings)
         stack.push_async_callback(notifications.close)
 
+        catalog = await open_catalog(settings, codec, redis, topics.catalog_products.name)
+        stack.push_async_callback(catalog.pool.close)  # not catalog.close(): the Redis client is shared
+        search = await open_search(settings, app.state.search_index)
+        stack.callback(search.close)
+
         window = settings.rate_limit_window_s
         app.state.edge = Edge(
             settings=settings, pool=pool, redis=redis, codec=codec, producer=producer,
@@ -81,12 +127,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             markers=Markers(redis),
             notifications=notifications,
             topics=topics,
+            catalog=catalog,
+            search=search,
         )
         yield
 
 
-def create_app(settings: Settings | None = None, topics: EdgeTopics | None = None) -> FastAPI:
-    """The edge. ``topics`` defaults to the catalog's (a benchmark passes stand-ins to spare the real ones)."""
+def create_app(settings: Settings | None = None, topics: EdgeTopics | None = None,
+               search_index: str = DEFAULT_INDEX) -> FastAPI:
+    """The edge. ``topics`` defaults to the catalog's (a benchmark passes stand-ins to spare the real ones);
+    ``search_index`` is the product index search routes read (tests pass a throwaway one)."""
     settings = ensure_jwt_secret(settings or get_settings())
     TokenService.from_settings(settings)  # refuse a too-short configured secret now, not at first login
     app = FastAPI(
@@ -95,6 +145,7 @@ def create_app(settings: Settings | None = None, topics: EdgeTopics | None = Non
     )
     app.state.settings = settings
     app.state.topics = topics or EdgeTopics()
+    app.state.search_index = search_index
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     for router in ROUTERS:

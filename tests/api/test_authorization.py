@@ -38,6 +38,16 @@ POLICY: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/v1/orders/{order_id}/cancel"): row(401, 202, 404, 202),
     ("GET", "/v1/admin/orders"): row(401, 403, 403, 200),
     ("POST", "/v1/admin/stock/{sku}/adjust"): row(401, 403, 403, 202),
+    ("GET", "/v1/products/{sku}"): everyone(200),
+    ("POST", "/v1/products"): row(401, 403, 403, 201),
+    ("PATCH", "/v1/products/{sku}"): row(401, 403, 403, 200),
+    ("DELETE", "/v1/products/{sku}"): row(401, 403, 403, 200),
+    ("GET", "/v1/categories"): everyone(200),
+    ("POST", "/v1/categories"): row(401, 403, 403, 201),
+    ("PATCH", "/v1/categories/{category_id}"): row(401, 403, 403, 200),
+    ("DELETE", "/v1/categories/{category_id}"): row(401, 403, 403, 204),
+    ("GET", "/v1/search"): everyone(200),
+    ("GET", "/v1/search/suggest"): everyone(200),
 }
 CELLS = [(method, path, who) for (method, path), expected in POLICY.items() for who in WHO]
 
@@ -47,13 +57,44 @@ def test_the_table_covers_every_route(app):
     assert routes == set(POLICY)
 
 
+def walk_product(sku: str):
+    from shopflow.catalog import ProductInput
+
+    return ProductInput(sku=sku, name="Walk lamp", price_minor=100, currency="EUR")
+
+
+async def scrap_product(catalog, sku: str) -> None:
+    """Delete a product the walk made, if it is still there (catalog writes are not in the test schema)."""
+    from shopflow.catalog import NotFound
+
+    try:
+        await catalog.delete_product(sku)
+    except NotFound:
+        pass
+
+
+async def scrap_category(catalog, category_id: int) -> None:
+    from shopflow.catalog import NotFound
+
+    try:
+        await catalog.delete_category(category_id)
+    except NotFound:
+        pass
+
+
 @pytest.fixture(scope="module")
-async def world(client, new_account, skus, idem):
+async def world(app, client, new_account, skus, idem):
     accounts = {"owner": await new_account(), "other": await new_account(), "admin": await new_account("admin")}
     r = await client.post("/v1/orders", headers={**accounts["owner"].auth, **idem()},
                           json={"lines": [{"sku": skus["A"], "quantity": 1}], "payment_token": "tok"})
     assert r.status_code == 202
-    return {"accounts": accounts, "order_id": r.json()["order_id"], "sku": skus["A"]}
+    catalog = app.state.edge.catalog
+    product = await catalog.create_product(walk_product(f"WALK-{uuid.uuid4().hex[:10]}"))
+    category = await catalog.create_category(f"walk-{uuid.uuid4().hex[:10]}", "Walk")
+    yield {"accounts": accounts, "order_id": r.json()["order_id"], "sku": skus["A"], "catalog": catalog,
+           "product": product.sku, "category": category.id}
+    await scrap_product(catalog, product.sku)
+    await scrap_category(catalog, category.id)
 
 
 @pytest.mark.parametrize("method,path,who", CELLS, ids=[f"{m} {p} as {w}" for m, p, w in CELLS])
@@ -61,8 +102,12 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
     account = world["accounts"].get(who)
     headers = dict(account.auth) if account else {}
     body = None
-    if method == "POST":
+    if method in ("POST", "PATCH", "DELETE"):
         headers.update(idem())
+    catalog = world["catalog"]
+    sku, category_id = world["sku"], world["category"]
+    made_sku: str | None = None
+    made_category: int | None = None
     if path == "/v1/auth/register":
         body = {"email": f"walk.{uuid.uuid4().hex[:10]}@example.test", "password": "hunter22!"}
     elif path in ("/v1/auth/login", "/v1/auth/refresh"):
@@ -77,8 +122,32 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
         body = {"lines": [{"sku": skus["B"], "quantity": 1}], "payment_token": "tok"}
     elif path.startswith("/v1/admin/stock"):
         body = {"delta": 1, "reason": "walk"}
-    url = path.replace("{order_id}", world["order_id"]).replace("{sku}", world["sku"])
-    r = await client.request(method, url, headers=headers, json=body)
+    elif path == "/v1/products":
+        made_sku = f"WALK-{uuid.uuid4().hex[:10]}"
+        body = {"sku": made_sku, "name": "Walk lamp", "price": {"amount_minor": 100, "currency": "EUR"}}
+    elif path.startswith("/v1/products/"):
+        sku = world["product"]
+        if method == "DELETE":  # a product of its own, so the other cells still find theirs
+            made_sku = sku = (await catalog.create_product(walk_product(f"WALK-{uuid.uuid4().hex[:10]}"))).sku
+        elif method == "PATCH":
+            body = {"name": f"Walk lamp {uuid.uuid4().hex[:6]}"}
+    elif path == "/v1/categories" and method == "POST":
+        body = {"slug": f"walk-{uuid.uuid4().hex[:10]}", "name": "Walk"}
+    elif path.startswith("/v1/categories/"):
+        if method == "DELETE":
+            made_category = category_id = (await catalog.create_category(f"walk-{uuid.uuid4().hex[:10]}", "Walk")).id
+        else:
+            body = {"name": "Walk renamed"}
+    url = (path.replace("{order_id}", world["order_id"]).replace("{sku}", sku)
+           .replace("{category_id}", str(category_id)))
+    r = await client.request(method, url, headers=headers, json=body,
+                             params={"prefix": "walk"} if path == "/v1/search/suggest" else None)
+    if made_sku is not None:
+        await scrap_product(catalog, made_sku)
+    if made_category is None and path == "/v1/categories" and r.status_code == 201:
+        made_category = r.json()["id"]
+    if made_category is not None:
+        await scrap_category(catalog, made_category)
     assert r.status_code == POLICY[(method, path)][who], r.text
     if r.status_code == 404:
         assert r.json() == {"detail": f"no order {world['order_id']}"}  # the same as for a missing order
