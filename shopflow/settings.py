@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shopflow import PROJECT_ROOT
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # How often the scanner also reads the whole orders table, for orders recovered after a rebalance.
     deadline_full_scan_s: float = Field(default=60.0, gt=0)
     gateway_latency_ms: float = Field(default=0.0, ge=0)
+    # Where the edge reads worker-owned tables (carts): any worker, Faust routes to the key's owner.
+    # Empty means http://{host}:{worker_port}.
+    worker_url: str = ""
+    # A cart with items and no change for this long expires (CartExpired).
+    cart_idle_s: float = Field(default=1800.0, gt=0)
 
     # The REST edge (api/). The JWT secret is generated into .shopflow/secrets.env on first start unless set.
     api_port: int = 8000
@@ -79,6 +84,13 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # The PostgreSQL schema the edge and the order projection work in (tests use a throwaway one).
     postgres_schema: str = "public"
+
+    @model_validator(mode="after")
+    def _default_worker_url(self) -> Settings:
+        if not self.worker_url:
+            self.worker_url = f"http://{self.host}:{self.worker_port}"
+        self.worker_url = self.worker_url.rstrip("/")
+        return self
 
     @property
     def bootstrap_servers(self) -> str:

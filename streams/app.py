@@ -25,12 +25,13 @@ from shopflow.schemas.deadletter import DeadLetter, decode_or_dead_letter
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
 from shopflow.streams.engine import ROUTES, Engine, Route, plain
+from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected
 from shopflow.streams.serde import FaustRecord
 from shopflow.topologies.saga import PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
-from shopflow.tables import APP_ID, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
+from shopflow.tables import APP_ID, CARTS_TABLE, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
 
 log = logging.getLogger("shopflow.worker")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
@@ -73,6 +74,7 @@ class Worker:
                                                           ("reservation_timeout", settings.reservation_timeout_s))
                       if seconds is not None},
             gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
+            cart_idle_s=settings.cart_idle_s,
         )
         self.tables = {
             spec.name: self.app.Table(spec.name, default=None, partitions=spec.partitions,
@@ -82,8 +84,9 @@ class Worker:
         self._topics: dict[str, faust.TopicT] = {}
         # StepTimedOut records already sent, so the scanner does not resend them every tick.
         self._timed_out: OrderedDict[str, None] = OrderedDict()
-        # (deadline_ms, order_id) of the orders this worker stored with a deadline: the scanner's index.
-        self._deadlines: list[tuple[int, str]] = []
+        # (deadline ms, table, key) of the orders and carts this worker stored with a deadline: the
+        # scanner's index.
+        self._deadlines: list[tuple[int, str, str]] = []
         self._next_full_scan = time.monotonic()
         for route in ROUTES:
             self._agent(route)
@@ -128,8 +131,9 @@ class Worker:
         if result.state is not None and table is not None:
             stored = result.state.to_dict()
             table[key.encode()] = stored
-            if route.table is ORDERS_TABLE and stored.get("deadline_ms"):
-                heapq.heappush(self._deadlines, (stored["deadline_ms"], key))
+            deadline = stored.get("deadline_ms") or stored.get("expires_ms")
+            if route.table in (ORDERS_TABLE, CARTS_TABLE) and deadline:
+                heapq.heappush(self._deadlines, (deadline, route.table.name, key))
         for output in result.outputs:
             await self.send(output)
 
@@ -142,38 +146,46 @@ class Worker:
         await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=letter.headers)
 
     async def _scan_deadlines(self) -> None:
-        """Send StepTimedOut for passed deadlines: from the index the agent keeps as it stores orders,
-        and every ``deadline_full_scan_s`` from the whole table (orders recovered after a rebalance)."""
-        orders = self.tables[ORDERS_TABLE.name]
+        """Send StepTimedOut for passed order deadlines and CartExpired for idle carts: from the index
+        kept as the agents store entities, and every ``deadline_full_scan_s`` from the whole tables
+        (entities recovered after a rebalance)."""
         now = _now_ms()
-        if time.monotonic() >= self._next_full_scan:
+        full = time.monotonic() >= self._next_full_scan
+        if full:
             self._next_full_scan = time.monotonic() + self.settings.deadline_full_scan_s
-            candidates = [(k.decode(), v) for k, v in orders.items() if v is not None and v.get("deadline_ms")]
-        else:
-            due_ids = set()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                due_ids.add(heapq.heappop(self._deadlines)[1])
-            candidates = [(order_id, orders.get(order_id.encode())) for order_id in due_ids]
-            candidates = [(k, v) for k, v in candidates if v is not None]
-        for output in due_timeouts(candidates, now):
-            if output.value["event_id"] in self._timed_out:
-                continue
-            self._timed_out[output.value["event_id"]] = None
-            while len(self._timed_out) > 10_000:
-                self._timed_out.popitem(last=False)
-            await self.send(output)
+        due_keys: dict[str, set[str]] = {ORDERS_TABLE.name: set(), CARTS_TABLE.name: set()}
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, table_name, key = heapq.heappop(self._deadlines)
+            due_keys[table_name].add(key)
+        idle_ms = int(self.settings.cart_idle_s * 1000)
+        for spec, field_name, due in ((ORDERS_TABLE, "deadline_ms", lambda items: due_timeouts(items, now)),
+                                      (CARTS_TABLE, "expires_ms", lambda items: due_expiries(items, now, idle_ms))):
+            table = self.tables[spec.name]
+            if full:
+                candidates = [(k.decode(), v) for k, v in table.items() if v is not None and v.get(field_name)]
+            else:
+                candidates = [(k, table.get(k.encode())) for k in due_keys[spec.name]]
+                candidates = [(k, v) for k, v in candidates if v is not None]
+            for output in due(candidates):
+                if output.value["event_id"] in self._timed_out:
+                    continue
+                self._timed_out[output.value["event_id"]] = None
+                while len(self._timed_out) > 10_000:
+                    self._timed_out.popitem(last=False)
+                await self.send(output)
 
     def _views(self) -> None:
         """GET /orders/{key}, /inventory/{key}, /payments/{key}: answered by the worker owning the key."""
-        for spec in (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE):
+        for spec in (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE, CARTS_TABLE):
             self.app.page(f"/{spec.name}/{{key}}/")(self._table_view(self.tables[spec.name]))
         timeouts = {t.name: self.engine.timeouts.get(t.name, t.seconds) for t in (RESERVATION_TIMEOUT, PAYMENT_TIMEOUT)}
+        cart_idle_s = self.engine.cart_idle_s
 
         class SagaConfig(View):
             """The step timeouts this worker applies (broker replays check they match the scenario's)."""
 
             async def get(self, request: Request) -> Response:
-                return self.json({"timeouts": timeouts})
+                return self.json({"timeouts": timeouts, "cart_idle_s": cart_idle_s})
 
         self.app.page("/saga/config/")(SagaConfig)
 

@@ -12,13 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shopflow.streams.carts import handle_cart
 from shopflow.streams.inventory import handle_stock, split_order, stock_for_new_product
 from shopflow.streams.orders import handle_order
 from shopflow.streams.payments import PaymentGateway, SimulatedGateway, handle_payment
 from shopflow.streams.runtime import Result
-from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TableSpec
-from shopflow.tables.values import OrderState, PaymentState, StockState
+from shopflow.tables import CARTS_TABLE, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TableSpec
+from shopflow.tables.values import CartState, OrderState, PaymentState, StockState
 from shopflow.topologies.catalog import (
+    CART_COMMANDS,
+    CART_EVENTS,
     CATALOG_PRODUCTS,
     ORDER_COMMANDS,
     ORDERS,
@@ -44,9 +47,10 @@ SPLIT_ROUTE = Route("order-splitter", (ORDERS,), None, "OrderPlaced -> ReserveSt
 INVENTORY_ROUTE = Route("inventory", (STOCK_REQUESTS,), INVENTORY_TABLE, "each sku's stock, its only writer")
 PAYMENTS_ROUTE = Route("payments", (PAYMENT_REQUESTS,), PAYMENTS_TABLE, "charges and refunds through the gateway")
 LISTING_ROUTE = Route("new-skus", (CATALOG_PRODUCTS,), None, "a sku new to the catalog gets zero stock")
-ROUTES = (ORDERS_ROUTE, SPLIT_ROUTE, INVENTORY_ROUTE, PAYMENTS_ROUTE, LISTING_ROUTE)
+CARTS_ROUTE = Route("carts", (CART_COMMANDS, CART_EVENTS), CARTS_TABLE, "each cart's items, expiry and checkout")
+ROUTES = (ORDERS_ROUTE, SPLIT_ROUTE, INVENTORY_ROUTE, PAYMENTS_ROUTE, LISTING_ROUTE, CARTS_ROUTE)
 
-_STATE_TYPES = {"orders": OrderState, "inventory": StockState, "payments": PaymentState}
+_STATE_TYPES = {"orders": OrderState, "inventory": StockState, "payments": PaymentState, "carts": CartState}
 
 
 def route_for(topic_name: str) -> Route:
@@ -75,6 +79,7 @@ class Engine:
 
     timeouts: Mapping[str, float] = field(default_factory=dict)
     gateway: PaymentGateway = field(default_factory=SimulatedGateway)
+    cart_idle_s: float = 1800.0
 
     async def apply(self, route: Route, record: str, value: dict, stored: dict | None, now_ms: int) -> Result:
         state = _STATE_TYPES[route.table.name].from_dict(stored) if route.table and stored is not None else None
@@ -88,6 +93,8 @@ class Engine:
             return await handle_payment(state, record, value, self.gateway, now_ms)
         if route is LISTING_ROUTE:
             return Result(outputs=stock_for_new_product(record, value))
+        if route is CARTS_ROUTE:
+            return handle_cart(state, record, value, now_ms, int(self.cart_idle_s * 1000))
         raise KeyError(route.agent)
 
     @staticmethod

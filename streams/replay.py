@@ -32,12 +32,13 @@ import yaml
 from shopflow.schemas import load_schema
 from shopflow.streams.audit import audit
 from shopflow.streams.engine import ORDERS_ROUTE, Engine, plain, route_for
+from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected, derived_event_id
 from shopflow.tables import TABLES, TableSpec
 from shopflow.tables.values import StockState
-from shopflow.topologies.catalog import CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, TOPICS, Topic
+from shopflow.topologies.catalog import CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, TOPICS, Topic
 
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -151,6 +152,8 @@ class Replay:
         self.now_ms += int(seconds * 1000)
         for output in due_timeouts(self.tables["orders"].items(), self.now_ms):
             self._queue.append(output)
+        idle_ms = int(self.engine.cart_idle_s * 1000)
+        self._queue.extend(due_expiries(self.tables["carts"].items(), self.now_ms, idle_ms))
         await self._drain()
 
     async def _drain(self) -> None:
@@ -223,12 +226,29 @@ def list_product(spec: dict, now_ms: int) -> Output:
     })
 
 
+_CART_RECORDS = {"add": "AddCartItem", "remove": "RemoveCartItem", "clear": "ClearCart", "checkout": "CheckoutCart"}
+
+
+def cart_command(spec: dict, now_ms: int) -> Output:
+    """A cart command from the shorthand {op: add|remove|clear|checkout, cart_id, sku?, quantity?, order_id?}."""
+    record = _CART_RECORDS[spec["op"]]
+    value = {"event_id": spec.get("event_id") or derived_event_id("scenario", "cart", spec["cart_id"], record, now_ms,
+                                                                   spec.get("sku")),
+             "cart_id": spec["cart_id"], "user_id": spec.get("user_id", spec["cart_id"]), "occurred_at": now_ms}
+    if record in ("AddCartItem", "RemoveCartItem"):
+        value.update(sku=spec["sku"], quantity=spec.get("quantity"))
+    if record == "CheckoutCart":
+        value.update(order_id=spec["order_id"], payment_token=spec.get("token", "tok_approve"), shipping_address=None)
+    return Output(CART_COMMANDS, f"shopflow.carts.{record}", value)
+
+
 async def run_scenario(path: Path, store: Path | None = None) -> Outcome:
     doc = yaml.safe_load(path.read_text())
     given, then = doc.get("given") or {}, doc.get("then") or {}
     with tempfile.TemporaryDirectory(prefix="shopflow-replay-") as tmp:
         replay = Replay(Path(store or tmp), engine=Engine(timeouts=given.get("timeouts", {}),
-                                                          gateway=SimulatedGateway()))
+                                                          gateway=SimulatedGateway(),
+                                                          cart_idle_s=given.get("cart_idle_s", 1800.0)))
         try:
             for sku, on_hand in (given.get("stock") or {}).items():
                 replay.seed_stock(sku, on_hand)
@@ -261,8 +281,10 @@ async def _step(replay: Replay, step: dict) -> None:
         }))
     elif kind == "list":
         await replay.send(list_product(arg, replay.now_ms))
+    elif kind == "cart":
+        await replay.send(cart_command(arg, replay.now_ms))
     else:
-        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver, adjust or list")
+        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver, adjust, list or cart")
 
 
 def _compare(replay: Replay, then: dict) -> list[str]:
@@ -279,6 +301,9 @@ def _compare(replay: Replay, then: dict) -> list[str]:
     payments = dict(replay.tables["payments"].items())
     for order_id, want in (then.get("payments") or {}).items():
         problems += _fields(f"payment {order_id}", want, payments.get(order_id) or {})
+    carts = dict(replay.tables["carts"].items())
+    for cart_id, want in (then.get("carts") or {}).items():
+        problems += _fields(f"cart {cart_id}", want, carts.get(cart_id) or {})
     if "emitted" in then:
         got = [s.line for s in replay.log]
         if got != then["emitted"]:
@@ -315,13 +340,14 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     from confluent_kafka import Consumer
 
     from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, read_changelog
-    from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE
+    from shopflow.tables import CARTS_TABLE, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE
 
     doc = yaml.safe_load(path.read_text())
     given, then = doc.get("given") or {}, doc.get("then") or {}
     name = doc.get("name", path.stem)
-    declared = given.get("timeouts") or {}
-    applied = httpx.get(f"{worker_url.rstrip('/')}/saga/config/", timeout=5).json()["timeouts"]
+    declared = {**(given.get("timeouts") or {}), **({"cart_idle_s": given["cart_idle_s"]} if "cart_idle_s" in given else {})}
+    config = httpx.get(f"{worker_url.rstrip('/')}/saga/config/", timeout=5).json()
+    applied = {**config["timeouts"], "cart_idle_s": config.get("cart_idle_s")}
     wrong = {k: (v, applied.get(k)) for k, v in declared.items() if applied.get(k) != v}
     if wrong:
         return Outcome(name, [f"the workers run other timeouts than the scenario declares (scenario, workers): {wrong}; "
@@ -330,11 +356,11 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     run = uuid.uuid4().hex[:8]
     rid = lambda x: f"{run}-{x}"  # noqa: E731
     client = SagaClient(settings)
-    reader = TopicReader(settings, client.codec, SAGA_TOPICS, from_end=True)
+    reader = TopicReader(settings, client.codec, (*SAGA_TOPICS, CART_COMMANDS.name, CART_EVENTS.name), from_end=True)
     log: list[tuple[object, str, dict]] = []
 
     def mine(value: dict) -> bool:
-        return str(value.get("order_id") or value.get("sku") or "").startswith(run)
+        return str(value.get("order_id") or value.get("cart_id") or value.get("sku") or "").startswith(run)
 
     def settle(max_s: float = 60) -> None:
         last, deadline = time.monotonic(), time.monotonic() + max_s
@@ -372,6 +398,12 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
             client.adjust_stock(rid(arg["sku"]), arg["delta"])
         elif kind == "list":
             client.send(list_product({**arg, "sku": rid(arg["sku"]), "event_id": str(uuid.uuid4())}, now))
+        elif kind == "cart":
+            spec = {**arg, "cart_id": rid(arg["cart_id"]), "event_id": str(uuid.uuid4())}
+            for field_name in ("sku", "order_id"):
+                if field_name in arg:
+                    spec[field_name] = rid(arg[field_name])
+            client.send(cart_command(spec, now))
         client.flush()
         settle()
     reader.close()
@@ -390,6 +422,13 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
         problems += _fields(f"stock {sku}", want, have)
     for order_id, want in (then.get("payments") or {}).items():
         problems += _fields(f"payment {order_id}", want, payments.get(order_id) or {})
+    carts = {strip(k): v for k, v in read_changelog(settings, CARTS_TABLE, keep).items()}
+    for cart_id, want in (then.get("carts") or {}).items():
+        have = dict(carts.get(cart_id) or {})
+        have["items"] = {strip(sku): q for sku, q in (have.get("items") or {}).items()}
+        if have.get("checked_out_order"):
+            have["checked_out_order"] = strip(have["checked_out_order"])
+        problems += _fields(f"cart {cart_id}", want, have)
     scenario_log = log[seeded:]
     if "emitted" in then:
         got = Counter(f"{record} {strip((m.key() or b'').decode())}" for m, record, _ in scenario_log)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shopflow.topologies.catalog import (
+    CART_COMMANDS,
+    CART_EVENTS,
     ORDER_COMMANDS,
     PAYMENT_REQUESTS,
     PAYMENT_RESULTS,
@@ -52,7 +54,12 @@ PAYMENTS_TABLE = TableSpec(
     "Each order's charge, refunds and history (tables.values.PaymentState); written by the payments agent.",
 )
 
-TABLES = (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE)
+CARTS_TABLE = TableSpec(
+    "carts", "cart_id", (CART_COMMANDS, CART_EVENTS),
+    "Each cart's items and status (tables.values.CartState); written only by the carts agent.",
+)
+
+TABLES = (ORDERS_TABLE, INVENTORY_TABLE, PAYMENTS_TABLE, CARTS_TABLE)
 
 
 def changelog_topic(spec: TableSpec) -> str:

@@ -84,3 +84,15 @@ class PaymentState(_Stored):
     charges: int = 0  # captures made at the gateway for this order; more than 1 is a double charge
     history: list[dict] = field(default_factory=list)  # [{at, what, detail}]
     processed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CartState(_Stored):
+    cart_id: str
+    user_id: str
+    items: dict[str, int] = field(default_factory=dict)  # sku -> quantity
+    status: str = "OPEN"  # OPEN | CHECKED_OUT | EXPIRED
+    updated_ms: int = 0  # last change; the edge's read-your-writes compares its command's time with it
+    expires_ms: int | None = None  # when an idle open cart with items expires
+    checked_out_order: str | None = None
+    processed: list[str] = field(default_factory=list)

@@ -53,7 +53,7 @@ def worker_factory(stack, tmp_path_factory):
 
 # The step timeouts of the workers the saga's broker tests share; scenarios that advance the clock
 # declare these in `given.timeouts`.
-TEST_TIMEOUTS = {"payment_timeout_s": 3, "reservation_timeout_s": 10}
+TEST_TIMEOUTS = {"payment_timeout_s": 3, "reservation_timeout_s": 10, "cart_idle_s": 12}
 
 
 @pytest.fixture(scope="session")
