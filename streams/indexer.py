@@ -14,12 +14,14 @@ A record that cannot be decoded, is not a catalog event, or whose document the i
 the dead-letter topic (``<topic>.dlq``) and the loop goes on. After a batch, the Redis product cache
 is fenced for every sku it touched (``shopflow.catalog.invalidate_cached_products``).
 
-New skus reaching the inventory with zero stock is the inventory agent's job: it consumes
-``catalog.products`` itself; this indexer writes only the search index and the cache.
+New skus reaching the inventory with zero stock is the inventory agent's job (it listens to
+``catalog.products`` itself). The other way round, ``run_stock`` feeds each sku's available units from
+the inventory table's changelog into the index for the in-stock filter; ``shopflow indexer`` runs both.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -38,11 +40,13 @@ from shopflow.schemas.records import ProductDeleted, ProductUpserted
 from shopflow.schemas.registry import RegistryError, SchemaRegistry
 from shopflow.search import DEFAULT_INDEX, Delete, Outcome, ProductSearch, SearchError, Upsert, Write, product_document
 from shopflow.settings import Settings
+from shopflow.tables import INVENTORY_TABLE, changelog_topic
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "shopflow-search-indexer"
+STOCK_GROUP_ID = "shopflow-search-stock"
 BATCH_SIZE = 500
 _EVENT_TYPES = {"ProductUpserted": ProductUpserted, "ProductDeleted": ProductDeleted}
 
@@ -246,9 +250,44 @@ def _next_batch(consumer: Consumer, batch_size: int) -> list[Message]:
     return good
 
 
+def run_stock(settings: Settings, stop_event: StopSignal, *, topic: str | None = None,
+              index: str = DEFAULT_INDEX, group_id: str = STOCK_GROUP_ID, refresh: str | bool = False) -> None:
+    """Feed each sku's available units from the inventory table's changelog into the index (in-stock filter).
+
+    A sku always lands on the same changelog partition, so the record's offset is a version that
+    only grows for that sku: a replayed or late record cannot put back an older count.
+    """
+    search = ProductSearch.connect(settings, index)
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        search.ensure_index()
+        consumer.subscribe([topic or changelog_topic(INVENTORY_TABLE)])
+        while not stop_event.is_set():
+            batch = _next_batch(consumer, BATCH_SIZE)
+            for msg in batch:
+                if msg.key() is None or msg.value() is None:
+                    continue
+                try:
+                    state = json.loads(msg.value())
+                    available = int(state["on_hand"]) - int(state["reserved"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("stock record %s[%d]@%d skipped: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+                    continue
+                search.set_stock(msg.key().decode(), available, msg.offset() + 1, refresh=refresh)
+            if batch:
+                consumer.commit(offsets=_commit_offsets(batch), asynchronous=False)
+    finally:
+        consumer.close()
+        search.close()
+
+
 def main(settings: Settings) -> None:
-    """The process entry point (``shopflow indexer``): runs until SIGINT or SIGTERM."""
+    """The process entry point (``shopflow indexer``): products and stock, until SIGINT or SIGTERM."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    stock = threading.Thread(target=run_stock, args=(settings, stop), name="stock-feed", daemon=True)
+    stock.start()
     run(settings, stop)
+    stock.join(10)
