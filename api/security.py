@@ -9,8 +9,6 @@ The signing secret comes from settings; when unset it is generated once into
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
 import time
 import uuid
@@ -21,9 +19,8 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from pydantic import SecretStr
 
-from shopflow.settings import Settings
+from shopflow.settings import Settings, ensure_local_secret
 
 ALGORITHM = "HS256"
 ISSUER = "shopflow"
@@ -172,17 +169,4 @@ def ensure_jwt_secret(settings: Settings) -> Settings:
     """
     if settings.jwt_secret is not None:
         return settings
-    settings.home.mkdir(parents=True, exist_ok=True)
-    path = settings.home / "secrets.env"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "r+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        secret = next((line.split("=", 1)[1].strip() for line in f.read().splitlines()
-                       if line.startswith(f"{JWT_SECRET_VAR}=")), None)
-        if secret is None:
-            secret = secrets.token_urlsafe(48)
-            f.write(f"{JWT_SECRET_VAR}={secret}\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+    return settings.model_copy(update={"jwt_secret": ensure_local_secret(settings.home, JWT_SECRET_VAR, 48)})

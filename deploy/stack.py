@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -26,7 +25,7 @@ from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
 from shopflow.deploy import StackError
 from shopflow.deploy.servers import Server, all_servers, port_open
-from shopflow.settings import Settings
+from shopflow.settings import Settings, ensure_local_secret
 
 Progress = Callable[[str], None]
 
@@ -77,15 +76,11 @@ class ServerStatus:
 
 
 def ensure_secrets(settings: Settings) -> Settings:
-    """Generate the stack's local PostgreSQL password once, into the ignored .shopflow/secrets.env."""
+    """Settings with the stack's local PostgreSQL password: the configured one, or one generated once."""
     if settings.postgres_password is not None:
         return settings
-    settings.home.mkdir(parents=True, exist_ok=True)
-    path = settings.home / "secrets.env"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as f:
-        f.write(f"SHOPFLOW_POSTGRES_PASSWORD={secrets.token_urlsafe(24)}\n")
-    return Settings(_env_file=str(path))
+    password = ensure_local_secret(settings.home, "SHOPFLOW_POSTGRES_PASSWORD", 24)
+    return settings.model_copy(update={"postgres_password": password})
 
 
 class Stack:

@@ -6,7 +6,9 @@ then from ``.shopflow/secrets.env`` (written by the launcher, never committed), 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,3 +143,24 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def ensure_local_secret(home: Path, name: str, nbytes: int = 32) -> SecretStr:
+    """A secret generated once into ``<home>/secrets.env`` (never committed) and read back after.
+
+    The file is locked while it is read and appended to: several processes starting at once (edge
+    workers, the stack and the tests) all end up with the same value.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "secrets.env", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        value = next((line.split("=", 1)[1].strip() for line in f.read().splitlines()
+                      if line.startswith(f"{name}=")), None)
+        if value is None:
+            value = secrets.token_urlsafe(nbytes)
+            f.write(f"{name}={value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return SecretStr(value)
