@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
+import httpx
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
@@ -28,7 +29,7 @@ from shopflow.catalog import Catalog
 from shopflow.schemas.codec import AvroCodec
 from shopflow.search import ProductSearch
 from shopflow.settings import Settings
-from shopflow.topologies.catalog import CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, Topic
+from shopflow.topologies.catalog import CART_COMMANDS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, Topic
 
 REVOKED_PREFIX = "shopflow:jwt:revoked"
 
@@ -41,6 +42,7 @@ class EdgeTopics:
     stock_requests: Topic = STOCK_REQUESTS
     # Not produced to directly: catalog writes name it as their outbox rows' aggregatetype.
     catalog_products: Topic = CATALOG_PRODUCTS
+    cart_commands: Topic = CART_COMMANDS
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Edge:
     topics: EdgeTopics
     catalog: Catalog
     search: ProductSearch
+    # HTTP to the Faust workers' table views (carts); opened by the lifespan.
+    workers: httpx.AsyncClient | None = None
 
     @staticmethod
     def revoked_key(jti: str) -> str:

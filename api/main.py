@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
+import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
@@ -28,6 +29,7 @@ from shopflow.api.middleware import BodySizeLimit
 from shopflow.api.orders_store import Markers, OrderNotifications
 from shopflow.api.pg import create_pool
 from shopflow.api.producer import CommandProducer
+from shopflow.api.cart_converters import CART_RECORDS
 from shopflow.api.ratelimit import FixedWindowLimiter
 from shopflow.api.routers import ROUTERS
 from shopflow.api.security import TokenService, ensure_jwt_secret
@@ -104,7 +106,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(asyncio.to_thread, producer.close)
         # Every record the edge writes, with its topic.
         produced = ((topics.order_commands, PlaceOrder), (topics.order_commands, CancelOrder),
-                    (topics.stock_requests, StockAdjusted), (USERS, UserRegistered))
+                    (topics.stock_requests, StockAdjusted), (USERS, UserRegistered),
+                    *((topics.cart_commands, record) for record in CART_RECORDS))
         for topic, record in produced:
             await asyncio.to_thread(producer.warm, topic, record)
 
@@ -116,6 +119,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(catalog.pool.close)  # not catalog.close(): the Redis client is shared
         search = await open_search(settings, app.state.search_index)
         stack.callback(search.close)
+
+        # The workers' table views (carts): short timeouts, a worker that does not answer is a 503.
+        workers = httpx.AsyncClient(base_url=settings.worker_url, follow_redirects=True,
+                                    timeout=httpx.Timeout(5.0, connect=2.0))
+        stack.push_async_callback(workers.aclose)
 
         window = settings.rate_limit_window_s
         app.state.edge = Edge(
@@ -129,6 +137,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             topics=topics,
             catalog=catalog,
             search=search,
+            workers=workers,
         )
         yield
 

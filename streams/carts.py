@@ -49,7 +49,9 @@ def handle_cart(state: CartState | None, record: str, value: dict, now_ms: int, 
         state.status, state.items, state.checked_out_order = "CHECKED_OUT", {}, value["order_id"]
     else:
         raise Unexpected(f"the carts agent has no rule for {record}")
-    state.updated_ms = max(now_ms, value["occurred_at"])
+    # The command's own time, never the worker's clock: the edge reads its writes by comparing the
+    # cart's updated_ms with the time of the command it sent, so a queued command must not look applied.
+    state.updated_ms = max(state.updated_ms, value["occurred_at"])
     state.expires_ms = state.updated_ms + idle_ms if state.status == "OPEN" and state.items else None
     state.remember(event_id)
     return Result(state=state)

@@ -1,5 +1,6 @@
 """One router per resource, each with its own ``/v1/...`` prefix; ``api.main`` includes them all."""
 
-from shopflow.api.routers import admin, auth, catalog, health, orders, search, users
+from shopflow.api.routers import admin, auth, carts, catalog, health, orders, search, users, wishlist
 
-ROUTERS = (health.router, auth.router, users.router, orders.router, admin.router, catalog.router, search.router)
+ROUTERS = (health.router, auth.router, users.router, orders.router, carts.router, wishlist.router, admin.router,
+           catalog.router, search.router)

@@ -62,11 +62,11 @@ def pg_schema(stack: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_settings(stack: Settings, pg_schema: str) -> Settings:
+def api_settings(stack: Settings, pg_schema: str, saga_workers: list[str]) -> Settings:
     # Limits high enough that only the rate-limit test (with its own app) ever meets them.
     return stack.model_copy(update={
         "postgres_schema": pg_schema, "jwt_secret": SecretStr(secrets.token_urlsafe(48)),
-        "rate_limit_per_user": 100_000, "rate_limit_anonymous": 100_000,
+        "rate_limit_per_user": 100_000, "rate_limit_anonymous": 100_000, "worker_url": saga_workers[0],
     })
 
 

@@ -36,6 +36,15 @@ POLICY: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/orders"): row(401, 200, 200, 200),
     ("GET", "/v1/orders/{order_id}"): row(401, 200, 404, 200),
     ("POST", "/v1/orders/{order_id}/cancel"): row(401, 202, 404, 202),
+    ("GET", "/v1/cart"): row(401, 200, 200, 200),  # one cart per user: everyone reaches only their own
+    ("DELETE", "/v1/cart"): row(401, 202, 202, 202),
+    ("POST", "/v1/cart/items"): row(401, 202, 202, 202),
+    ("PATCH", "/v1/cart/items/{sku}"): row(401, 202, 202, 202),
+    ("DELETE", "/v1/cart/items/{sku}"): row(401, 202, 202, 202),
+    ("POST", "/v1/cart/checkout"): row(401, 202, 202, 202),
+    ("GET", "/v1/wishlist"): row(401, 200, 200, 200),
+    ("PUT", "/v1/wishlist/{sku}"): row(401, 200, 200, 200),
+    ("DELETE", "/v1/wishlist/{sku}"): row(401, 204, 204, 204),
     ("GET", "/v1/admin/orders"): row(401, 403, 403, 200),
     ("POST", "/v1/admin/stock/{sku}/adjust"): row(401, 403, 403, 202),
     ("GET", "/v1/products/{sku}"): everyone(200),
@@ -120,6 +129,21 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
         headers["Authorization"] = f"Bearer {r.json()['access_token']}"
     elif path == "/v1/orders" and method == "POST":
         body = {"lines": [{"sku": skus["B"], "quantity": 1}], "payment_token": "tok"}
+    elif path == "/v1/cart/items":
+        body = {"sku": skus["B"], "quantity": 1}
+    elif path.startswith("/v1/cart/items/") and method == "PATCH":
+        body = {"quantity": 2}
+    elif path == "/v1/cart/checkout":
+        body = {"payment_token": "tok_approve"}
+        if account:  # something to check out, visible before the checkout reads the cart
+            r = await client.post("/v1/cart/items", headers={**account.auth, **idem()},
+                                  json={"sku": skus["B"], "quantity": 1})
+            assert r.status_code == 202, r.text
+            r = await client.get("/v1/cart", headers=account.auth, params={"wait": 15})
+            assert r.json()["up_to_date"] and r.json()["items"], r.text
+    elif path == "/v1/wishlist/{sku}" and method == "DELETE" and account:
+        r = await client.put(f"/v1/wishlist/{sku}", headers=account.auth)
+        assert r.status_code == 200, r.text
     elif path.startswith("/v1/admin/stock"):
         body = {"delta": 1, "reason": "walk"}
     elif path == "/v1/products":
