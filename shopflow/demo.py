@@ -2,8 +2,10 @@
 
 It starts a Faust worker (unless one runs), seeds stock, places a few dozen orders (some for skus
 out of stock, some with cards that are declined), follows each order through the topics and prints
-its path and outcome, then the auditor's report on the invariants. Last, a catalog change goes
-through the PostgreSQL outbox and Debezium into its topic.
+its path and outcome, then the auditor's report on the invariants. Then a catalog change goes
+through the PostgreSQL outbox and Debezium into its topic, and last a client app walks through the
+REST edge (started with the orders read model's projection): registers, fills a cart, checks out
+and follows its order to the outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 
 import asyncpg
 import httpx
@@ -23,6 +26,7 @@ import typer
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from shopflow import edge_demo
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
 from shopflow.db import migrate
 from shopflow.schemas import load_schema
@@ -73,23 +77,35 @@ def _worker_running(settings: Settings) -> bool:
         return False
 
 
+def _start(settings: Settings, name: str, args: list[str], ready: Callable[[str], bool]) -> subprocess.Popen:
+    """``shopflow <args>`` as a process for the demo's lifetime, once ``ready(log text)`` holds."""
+    log_path = settings.log_dir / f"{name}-demo.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "shopflow.cli", *args], stdout=open(log_path, "w"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not ready(log_path.read_text(errors="replace")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the {name} did not start; see {log_path}")
+        time.sleep(0.5)
+    typer.echo(f"  {name} started (pid {proc.pid}, log {log_path})")
+    return proc
+
+
 def _start_worker(settings: Settings) -> subprocess.Popen | None:
     """A worker for the demo's lifetime, unless one already serves on the worker port."""
     if _worker_running(settings):
         typer.echo("  a worker is already running; using it")
         return None
-    log_path = settings.log_dir / "worker-demo.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "shopflow.cli", "worker"], stdout=open(log_path, "w"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while "Worker]: Ready" not in log_path.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the worker did not start; see {log_path}")
-        time.sleep(0.5)
-    typer.echo(f"  worker started (pid {proc.pid}, log {log_path})")
-    return proc
+    return _start(settings, "worker", ["worker"], lambda log: "Worker]: Ready" in log)
+
+
+def _edge_up(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"http://{settings.host}:{settings.api_port}/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def run(settings: Settings, orders: int = 36) -> None:
@@ -102,14 +118,20 @@ def run(settings: Settings, orders: int = 36) -> None:
     typer.echo(f"  {len(register_all(codec.registry))} subjects registered (BACKWARD)")
 
     step("a Faust worker running the saga's agents")
-    worker = _start_worker(settings)
+    started = [p for p in [_start_worker(settings)] if p is not None]
     try:
         _saga(settings, codec, orders, step)
         _cdc(settings, codec, step)
+        step("a client app through the REST edge: register, cart, checkout, follow the order")
+        started.append(_start(settings, "projection", ["projection"], lambda log: True))
+        if not _edge_up(settings):
+            started.append(_start(settings, "edge", ["api"], lambda log: _edge_up(settings)))
+        if not edge_demo.run(settings, f"http://{settings.host}:{settings.api_port}", say=lambda line: typer.echo("  " + line)):
+            raise RuntimeError("the walk through the edge did not finish; see the lines above")
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+        for proc in reversed(started):
+            proc.terminate()
+            proc.wait(30)
     typer.secho("\nDone. `shopflow audit` checks the invariants again at any time; `make down` stops the stack.",
                 fg=typer.colors.GREEN)
 
