@@ -58,7 +58,12 @@ class SchemaRegistry:
         key = (subject, text)
         if key in self._ids:
             return self._ids[key]
-        r = self._request("POST", f"/subjects/{subject}/versions", json={"schema": text, "schemaType": "AVRO"})
+        for _ in range(3):
+            r = self._request("POST", f"/subjects/{subject}/versions", json={"schema": text, "schemaType": "AVRO"})
+            # Apicurio answers 409 both for a rule violation and for losing a race with another process
+            # registering the same subject at the same moment; only the first is final.
+            if r.status_code != 409 or "RuleViolation" in self._message(r) or "ncompatible" in self._message(r):
+                break
         if r.status_code == 409:
             raise IncompatibleSchema(f"{subject}: {self._message(r)}", 409)
         if r.status_code >= 400:
@@ -107,6 +112,11 @@ class SchemaRegistry:
 
     def set_compatibility(self, level: str, subject: str | None = None) -> None:
         path = f"/config/{subject}" if subject else "/config"
-        r = self._request("PUT", path, json={"compatibility": level})
+        for _ in range(3):
+            r = self._request("PUT", path, json={"compatibility": level})
+            # Two processes setting a subject's first rule at once: the loser's create fails with 409
+            # ("already exists"), and the same PUT then updates the rule the winner made.
+            if r.status_code != 409:
+                break
         if r.status_code >= 400:
             raise RegistryError(f"setting {level} on {subject or 'the registry'}: {self._message(r)}", r.status_code)

@@ -48,3 +48,23 @@ def test_the_cli_exits_zero_on_a_clean_tree_against_registry_and_git(stack):
         assert proc.returncode == 0, proc.stderr
         assert "BACKWARD compatible" in proc.stdout
     assert check_against_git("HEAD") == []
+
+
+def test_registering_concurrently_from_several_processes_agrees(stack):
+    """Workers starting together register every subject at once; none may fail and the ids agree."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shopflow.schemas.registry import SchemaRegistry
+
+    subject = f"test-race-{uuid.uuid4().hex[:8]}-value"
+    clients = [SchemaRegistry(stack.registry_url) for _ in range(4)]
+
+    def register(client: SchemaRegistry) -> int:
+        client.set_compatibility("BACKWARD", subject)
+        return client.register(subject, all_schemas()[RECORD])
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(register, clients))
+
+    assert len(set(ids)) == 1
