@@ -40,6 +40,33 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
+def pg_schema_factory(stack):
+    """``pg_schema_factory(prefix)``: a throwaway PostgreSQL schema, dropped at the end of the session."""
+    import asyncio
+
+    import asyncpg
+
+    made: list[str] = []
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(stack.postgres_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        asyncio.run(run(f'CREATE SCHEMA "{name}"'))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        asyncio.run(run(f'DROP SCHEMA "{name}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
 def registry(stack):
     from shopflow.schemas.registry import SchemaRegistry
 

@@ -42,23 +42,8 @@ class Account:
 
 
 @pytest.fixture(scope="session")
-def pg_schema(stack: Settings) -> str:
-    import asyncio
-
-    import asyncpg
-
-    name = f"apitest_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(stack.postgres_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{name}"'))
-    yield name
-    asyncio.run(run(f'DROP SCHEMA "{name}" CASCADE'))
+def pg_schema(pg_schema_factory) -> str:
+    return pg_schema_factory("apitest")
 
 
 @pytest.fixture(scope="session")

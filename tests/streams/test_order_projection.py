@@ -44,21 +44,8 @@ def cancelled(order_id: str, user_id: str = "u-1", refunded: bool = False, at: d
 
 
 @pytest.fixture(scope="module")
-def settings(stack):
-    import asyncpg
-
-    schema = f"projtest_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(stack.postgres_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
-    yield stack.model_copy(update={"postgres_schema": schema, "jwt_secret": SecretStr("x" * 40)})
-    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+def settings(stack, pg_schema_factory):
+    return stack.model_copy(update={"postgres_schema": pg_schema_factory("projtest"), "jwt_secret": SecretStr("x" * 40)})
 
 
 @pytest.fixture
@@ -107,7 +94,7 @@ def send(producer, codec, orders_topic):
     return produce
 
 
-async def row_of(db, order_id: str, until=lambda row: row is not None, timeout_s: float = 20.0):
+async def row_of(db, order_id: str, until=lambda row: row is not None, timeout_s: float = 60.0):
     deadline = time.monotonic() + timeout_s
     while True:
         row = await db.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
