@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-from confluent_kafka import Consumer
 
 from shopflow.schemas import load_schema
 from shopflow.schemas.deadletter import decode_or_dead_letter
