@@ -158,7 +158,13 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
         send(wrong_type)
         send(placed(after))
         assert (await row_of(db, after))["status"] == "PENDING"  # the stream went on
-        letters = consume(f"{orders_topic}.dlq", 2)
+        # The three records sit on different partitions: the good one may be applied before both poison
+        # ones are handled, so wait for the projection to have sent both letters before reading them.
+        deadline = time.monotonic() + 60
+        while running.projection.counts["dead-lettered"] < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert running.projection.counts["dead-lettered"] == 2
+        letters = consume(f"{orders_topic}.dlq", 2, timeout_s=60)
         headers = [dict(m.headers()) for m in letters]
         assert [h["dlq.reason"] for h in headers] == [b"bad-magic-byte", b"unexpected-record"]
         assert all(h["dlq.topic"] == orders_topic.encode() for h in headers)
