@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from shopflow.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shopflow.api.idempotency import KEY_PATTERN, IdempotencyStore
 from shopflow.api.orders_store import Markers, OrderNotifications
+from shopflow.api.prices import PriceBook
 from shopflow.api.producer import CommandProducer
 from shopflow.api.ratelimit import FixedWindowLimiter, RateDecision
 from shopflow.api.security import Claims, Role, TokenError, TokenService, TokenType
@@ -60,6 +61,7 @@ class Edge:
     idempotency: IdempotencyStore
     markers: Markers
     notifications: OrderNotifications
+    prices: PriceBook
     topics: EdgeTopics
     catalog: Catalog
     search: ProductSearch
@@ -76,30 +78,32 @@ class Edge:
         return bool(await self.redis.set(self.revoked_key(claims.jti), b"1", nx=True, ex=ttl))
 
 
-def get_edge(request: Request) -> Edge:
+async def get_edge(request: Request) -> Edge:
+    # async, as every dependency here: FastAPI runs a plain `def` dependency in the thread pool, a
+    # thread hop on every request.
     return request.app.state.edge
 
 
 EdgeDep = Annotated[Edge, Depends(get_edge)]
 
 
-def get_settings(edge: EdgeDep) -> Settings:
+async def get_settings(edge: EdgeDep) -> Settings:
     return edge.settings
 
 
-def get_producer(edge: EdgeDep) -> CommandProducer:
+async def get_producer(edge: EdgeDep) -> CommandProducer:
     return edge.producer
 
 
-def get_redis(edge: EdgeDep) -> Redis:
+async def get_redis(edge: EdgeDep) -> Redis:
     return edge.redis
 
 
-def get_catalog(edge: EdgeDep) -> Catalog:
+async def get_catalog(edge: EdgeDep) -> Catalog:
     return edge.catalog
 
 
-def get_search(edge: EdgeDep) -> ProductSearch:
+async def get_search(edge: EdgeDep) -> ProductSearch:
     return edge.search
 
 
