@@ -1,8 +1,16 @@
 """Commands out of the edge: Avro records produced with acks=all and idempotence, awaited in asyncio.
 
-confluent-kafka's Producer is thread-safe and calls delivery callbacks from ``poll()``; one
-background thread polls, and each callback resolves the asyncio future of its ``send``. A command is
-acknowledged to the client (202) only after the broker has it on all in-sync replicas.
+A command is acknowledged to the client (202) only after the broker has it on all in-sync replicas.
+
+Delivery reports are served on the event loop's own thread while commands are in flight: a pump task
+calls ``poll(0)`` once per loop iteration and each callback resolves its ``send``'s future directly.
+Only when a few iterations in a row found nothing (the loop has nothing else to do either) does the
+pump wait for the broker in a thread (``poll`` with a timeout, the loop stays free), and callbacks
+served there come back through ``call_soon_threadsafe``. The obvious alternative, a thread that polls
+all the time, is what this replaced: every callback it runs must take the GIL from a busy loop, which
+CPython hands over only after its switch interval (5 ms), once per callback, so bursts of deliveries
+queued behind each other (``benchmarks/edge.py`` at 16 concurrent orders: p99 33 ms for a bare
+producing endpoint, 6 ms with the pump).
 
 ``partitioner=murmur2_random`` is the Java client's partitioner: a key lands on the same partition
 whether a Java producer, Debezium or this edge wrote it, which is what keeps per-entity order.
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -20,6 +29,12 @@ from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.records import AvroRecord
 from shopflow.topologies.catalog import Topic
+
+
+# Loop iterations without a delivery before the pump waits in a thread instead (about 0.1 ms of an idle loop).
+SPIN_ITERATIONS = 20
+# How long one wait in the thread lasts at most; it returns as soon as a report is served.
+IDLE_POLL_S = 0.05
 
 
 class ProduceError(Exception):
@@ -53,17 +68,30 @@ class CommandProducer:
     def __init__(self, producer: Producer, codec: AvroCodec):
         self._producer = producer
         self.codec = codec
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll_loop, name="kafka-delivery", daemon=True)
-        self._thread.start()
+        self._in_flight = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._loop_thread: int | None = None
+        self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-delivery")
 
     @classmethod
     def connect(cls, bootstrap_servers: str, codec: AvroCodec) -> CommandProducer:
         return cls(Producer(producer_config(bootstrap_servers)), codec)
 
-    def _poll_loop(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+    async def _serve_deliveries(self) -> None:
+        """Serve delivery reports while any ``send`` waits for one (see the module's doc)."""
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        while self._in_flight:
+            quiet = 0 if self._producer.poll(0) else quiet + 1
+            if quiet < SPIN_ITERATIONS:
+                await asyncio.sleep(0)
+            else:
+                await loop.run_in_executor(self._waiter, self._producer.poll, IDLE_POLL_S)
+                quiet = 0
+
+    def _delivered(self, future: asyncio.Future[Delivery], result: Delivery | ProduceError) -> None:
+        self._in_flight -= 1
+        _resolve(future, result)
 
     def warm(self, topic: Topic, record: type[AvroRecord]) -> None:
         """Register a record's schema now, so no request waits for the registry (blocking HTTP)."""
@@ -84,7 +112,10 @@ class CommandProducer:
                 result: Delivery | ProduceError = ProduceError(f"{topic.name}: {err.str()}")
             else:
                 result = Delivery(msg.topic(), msg.partition(), msg.offset())
-            loop.call_soon_threadsafe(_resolve, future, result)
+            if threading.get_ident() == self._loop_thread:
+                self._delivered(future, result)
+            else:
+                loop.call_soon_threadsafe(self._delivered, future, result)
 
         event_id = str(record.event_id)  # type: ignore[attr-defined]  # every record has one
         headers = [("event_type", name_of(record).encode()), ("event_id", event_id.encode())]
@@ -94,6 +125,10 @@ class CommandProducer:
             raise ProduceError(f"{topic.name}: the producer's queue is full; retry shortly") from None
         except KafkaException as exc:
             raise ProduceError(f"{topic.name}: {exc}") from None
+        self._in_flight += 1
+        if self._pump is None or self._pump.done():
+            self._loop_thread = threading.get_ident()
+            self._pump = loop.create_task(self._serve_deliveries(), name="kafka-deliveries")
         return await future
 
     def ready(self, timeout_s: float = 2.0) -> bool:
@@ -105,10 +140,9 @@ class CommandProducer:
             return False
 
     def close(self, timeout_s: float = 10.0) -> int:
-        """Deliver what is queued (up to ``timeout_s``), stop polling; return how many were left undelivered."""
+        """Deliver what is queued (up to ``timeout_s``); return how many were left undelivered."""
         left = self._producer.flush(timeout_s)
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._waiter.shutdown(wait=True)
         return left
 
 
