@@ -1,7 +1,7 @@
 """What the order routes read and remember: catalog prices, the orders read model, accepted-order markers.
 
 - Prices come from the catalog's ``products`` table (0002_catalog.sql: price_minor, currency, active,
-  deleted_at), never from the client.
+  deleted_at) through the price book (``api.prices``), never from the client.
 - The read model is ``orders_view``, written by the order projection from the ``orders`` topic.
 - Read-your-writes: when the edge accepts a command it leaves a marker in Redis (the order as
   accepted, its owner, and the least status the saga must reach to reflect the command: PENDING after
@@ -27,6 +27,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shopflow.api.converters import PricedLine
+from shopflow.api.idempotency import RedisWrite
+from shopflow.api.prices import CatalogUnavailable, PriceBook
 from shopflow.api.pg import connect
 from shopflow.api.schemas import OrderLineIn, OrderPublic
 from shopflow.settings import Settings
@@ -51,33 +53,21 @@ class PricingError(Exception):
     """The lines cannot be priced; the message names the skus and what is wrong with them."""
 
 
-class CatalogUnavailable(Exception):
-    """There is no ``products`` table to price from (migrations not applied)."""
-
-
-async def price_lines(conn: asyncpg.Connection, lines: Sequence[OrderLineIn]) -> tuple[list[PricedLine], str]:
+async def price_lines(prices: PriceBook, lines: Sequence[OrderLineIn]) -> tuple[list[PricedLine], str]:
     """Each line with its catalog unit price, and the order's currency."""
     skus = [line.sku for line in lines]
-    try:
-        # Straight from PostgreSQL, not a cache: the price charged is the catalog's price now.
-        # A deleted product keeps its row (deleted_at set) and is unknown here.
-        rows = await conn.fetch("SELECT sku, price_minor, currency, active FROM products "
-                                "WHERE sku = ANY($1::text[]) AND deleted_at IS NULL", skus)
-    except asyncpg.UndefinedTableError:
-        raise CatalogUnavailable("the product catalog is not available (no products table); "
-                                 "run `shopflow db migrate`") from None
-    found = {r["sku"]: r for r in rows}
+    found = await prices.lookup(skus)
     unknown = [s for s in skus if s not in found]
     if unknown:
         raise PricingError(f"unknown sku(s): {', '.join(unknown)}")
-    inactive = [s for s in skus if not found[s]["active"]]
+    inactive = [s for s in skus if not found[s].active]
     if inactive:
         raise PricingError(f"sku(s) no longer sold: {', '.join(inactive)}")
-    currencies = sorted({found[s]["currency"] for s in skus})
+    currencies = sorted({found[s].currency for s in skus})
     if len(currencies) > 1:
         raise PricingError(f"the lines are priced in several currencies ({', '.join(currencies)}); "
                            "an order is paid in one currency, place one order per currency")
-    priced = [PricedLine(line.sku, line.quantity, int(found[line.sku]["price_minor"]), found[line.sku]["currency"])
+    priced = [PricedLine(line.sku, line.quantity, found[line.sku].price_minor, found[line.sku].currency)
               for line in lines]
     return priced, currencies[0]
 
@@ -161,9 +151,10 @@ class Marker:
 
 
 class Markers:
-    """Two plain keys per order, each written with one SET (no pipeline, no MULTI: these are on the hot path):
-    ``accepted:<id>`` holds the order as accepted (JSON, it names its owner), ``expect:<id>`` holds
-    ``<owner> <least status rank>`` once a command raised the bar beyond "placed" (a cancel)."""
+    """Two plain keys per order: ``accepted:<id>`` holds the order as accepted (JSON, it names its owner),
+    ``expect:<id>`` holds ``<owner> <least status rank>`` once a command raised the bar beyond "placed" (a
+    cancel). The order routes hand them to the idempotency store (``placed_write``, ``cancel_write``), which
+    writes them in the round trip that stores the command's response."""
 
     def __init__(self, redis: Redis):
         self.redis = redis
@@ -172,11 +163,15 @@ class Markers:
     def keys(order_id: str) -> tuple[str, str]:
         return f"{MARKER_PREFIX}:{order_id}", f"{EXPECT_PREFIX}:{order_id}"
 
-    async def placed(self, order: OrderPublic) -> None:
-        await self.redis.set(self.keys(order.order_id)[0], order.model_dump_json(), ex=MARKER_TTL_S)
+    def placed_write(self, order: OrderPublic) -> RedisWrite:
+        return RedisWrite(self.keys(order.order_id)[0], order.model_dump_json(), MARKER_TTL_S)
 
-    async def cancel_requested(self, order_id: str, user_id: str) -> None:
-        await self.redis.set(self.keys(order_id)[1], f"{user_id} {RANK_CANCELLED}", ex=MARKER_TTL_S)
+    def cancel_write(self, order_id: str, user_id: str) -> RedisWrite:
+        return RedisWrite(self.keys(order_id)[1], f"{user_id} {RANK_CANCELLED}", MARKER_TTL_S)
+
+    async def placed(self, order: OrderPublic) -> None:
+        write = self.placed_write(order)
+        await self.redis.set(write.key, write.value, ex=write.ttl_s)
 
     async def get(self, order_id: str) -> Marker | None:
         accepted_raw, expect_raw = await self.redis.mget(self.keys(order_id))

@@ -9,13 +9,11 @@ exactly as a missing one, so order ids cannot be probed.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
-import redis.exceptions
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
@@ -28,7 +26,7 @@ from shopflow.api.converters import (
 )
 from shopflow.api.dependencies import CurrentUser, Edge, EdgeDep, IdempotencyKey
 from shopflow.api.errors import errors
-from shopflow.api.idempotency import fingerprint
+from shopflow.api.idempotency import Outcome, fingerprint
 from shopflow.api.orders_store import (
     RANK_PLACED,
     BadCursor,
@@ -46,7 +44,6 @@ from shopflow.api.schemas import MAX_WAIT_S, CancelAccepted, OrderAccepted, Orde
 from shopflow.api.security import Claims, Role
 from shopflow.streams.order_projection import FINAL_STATUSES
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
 OrderId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="The order's id.")]
@@ -89,25 +86,21 @@ async def place_order(body: OrderCreate, request: Request, user: CurrentUser, ed
     """Place an order from lines; prices come from the catalog. Follow it at the Location."""
 
     async def handle() -> Response:
-        async with edge.pool.acquire() as conn:
-            try:
-                priced, currency = await price_lines(conn, body.lines)
-            except PricingError as exc:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-            except CatalogUnavailable as exc:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
+        try:
+            priced, currency = await price_lines(edge.prices, body.lines)
+        except PricingError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        except CatalogUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
         order_id = str(uuid.uuid4())
         command = to_place_order(order_id=order_id, user_id=user.user_id, lines=priced, currency=currency,
                                  payment_token=body.payment_token, shipping_address=body.shipping_address,
                                  occurred_at=datetime.now(UTC))
         await edge.producer.send(edge.topics.order_commands, order_id, command)
-        try:
-            await edge.markers.placed(accepted_order_view(command))
-        except redis.exceptions.RedisError as exc:  # the order is placed; only the ACCEPTED view is lost
-            log.warning("order %s accepted but its marker was not written: %r", order_id, exc)
         where = location(order_id)
-        return JSONResponse(order_accepted(command, where).model_dump(mode="json"), status.HTTP_202_ACCEPTED,
-                            headers={"Location": where})
+        return Outcome(JSONResponse(order_accepted(command, where).model_dump(mode="json"), status.HTTP_202_ACCEPTED,
+                                    headers={"Location": where}),
+                       (edge.markers.placed_write(accepted_order_view(command)),))
 
     fp = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
     return await edge.idempotency.run(user.user_id, idempotency_key, fp, handle)
@@ -154,13 +147,10 @@ async def cancel_order(order_id: OrderId, request: Request, user: CurrentUser, e
         command = to_cancel_order(order_id=order_id, requested_by=user.user_id, occurred_at=datetime.now(UTC))
         await edge.producer.send(edge.topics.order_commands, order_id, command)
         owner = row["user_id"] if row is not None else marker.user_id  # type: ignore[union-attr]
-        try:
-            await edge.markers.cancel_requested(order_id, owner)
-        except redis.exceptions.RedisError as exc:
-            log.warning("cancel of %s accepted but its marker was not written: %r", order_id, exc)
         where = location(order_id)
         body = CancelAccepted(order_id=order_id, location=where, event_id=command.event_id)
-        return JSONResponse(body.model_dump(mode="json"), status.HTTP_202_ACCEPTED, headers={"Location": where})
+        return Outcome(JSONResponse(body.model_dump(mode="json"), status.HTTP_202_ACCEPTED, headers={"Location": where}),
+                       (edge.markers.cancel_write(order_id, owner),))
 
     fp = fingerprint("POST", request.url.path, None)
     return await edge.idempotency.run(user.user_id, idempotency_key, fp, handle)
