@@ -3,9 +3,10 @@
 The lifespan applies the PostgreSQL migrations, then opens an asyncpg pool, a Redis client, the
 codec (with every command schema registered up front, so no request waits on the registry), the
 Kafka producer (acks=all, idempotence, murmur2_random), the LISTEN connection that wakes
-``?wait=`` readers, the catalog repository (its own pool, see ``CATALOG_SCHEMA``) and the product
-search index (created from ``shopflow/search_index.json`` if missing); all of it is closed again on
-shutdown, the producer flushed first.
+``?wait=`` readers, the price book (``api.prices``, LISTENing for price changes), the catalog
+repository (its own pool, see ``CATALOG_SCHEMA``) and the product search index (created from
+``shopflow/search_index.json`` if missing); all of it is closed again on shutdown, the producer
+flushed first.
 
     shopflow api            # uvicorn on settings.api_port, OpenAPI at /docs
 """
@@ -28,6 +29,7 @@ from shopflow.api.idempotency import IdempotencyStore
 from shopflow.api.middleware import BodySizeLimit
 from shopflow.api.orders_store import Markers, OrderNotifications
 from shopflow.api.pg import create_pool
+from shopflow.api.prices import PriceBook
 from shopflow.api.producer import CommandProducer
 from shopflow.api.cart_converters import CART_RECORDS
 from shopflow.api.ratelimit import FixedWindowLimiter
@@ -115,6 +117,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await notifications.start(settings)
         stack.push_async_callback(notifications.close)
 
+        prices = PriceBook(pool, settings)
+        await prices.start()
+        stack.push_async_callback(prices.close)
+
         catalog = await open_catalog(settings, codec, redis, topics.catalog_products.name)
         stack.push_async_callback(catalog.pool.close)  # not catalog.close(): the Redis client is shared
         search = await open_search(settings, app.state.search_index)
@@ -134,6 +140,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             idempotency=IdempotencyStore(redis, settings.idempotency_ttl_s),
             markers=Markers(redis),
             notifications=notifications,
+            prices=prices,
             topics=topics,
             catalog=catalog,
             search=search,

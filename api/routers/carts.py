@@ -254,14 +254,13 @@ async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callab
         raise HTTPException(status.HTTP_409_CONFLICT, f"an order takes at most {MAX_QUANTITY} units of a sku; "
                                                       f"lower the quantity of {', '.join(too_many)}")
     lines = [OrderLineIn(sku=sku, quantity=q) for sku, q in sorted(items.items())]
-    async with edge.pool.acquire() as conn:
-        try:
-            priced, currency = await price_lines(conn, lines)
-        except PricingError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                f"{exc}; change the cart and check out again") from None
-        except CatalogUnavailable as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
+    try:
+        priced, currency = await price_lines(edge.prices, lines)
+    except PricingError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"{exc}; change the cart and check out again") from None
+    except CatalogUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
     order_id = ids("order")
     at = now_ms_time()
     place = to_place_order(order_id=order_id, user_id=user_id, lines=priced, currency=currency,

@@ -1,0 +1,134 @@
+"""The price book on the real PostgreSQL: cached prices are dropped by the catalog's NOTIFY, a read that
+raced a change is not cached, and a lost LISTEN connection turns the cache off until it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from shopflow.api.pg import create_pool
+from shopflow.api.prices import CHANNEL, EVERY_SKU, Price, PriceBook
+from shopflow.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def book(api_settings: Settings, app) -> AsyncIterator[PriceBook]:  # app: migrations applied
+    pool = await create_pool(api_settings, min_size=1, max_size=2)
+    prices = PriceBook(pool, api_settings)
+    await prices.start()
+    yield prices
+    await prices.close()
+    await pool.close()
+
+
+@pytest.fixture
+def product(api_settings: Settings) -> Callable:
+    """``await product(price)``: a new EUR product's sku in the edge's schema."""
+
+    async def make(price: int) -> str:
+        sku = f"PB-{uuid.uuid4().hex[:10]}"
+        await sql(api_settings, "INSERT INTO products (sku, name, price_minor, currency) VALUES ($1, $1, $2, 'EUR')",
+                  sku, price)
+        return sku
+
+    return make
+
+
+async def sql(settings: Settings, statement: str, *args: object) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn, server_settings={"search_path": settings.postgres_schema})
+    try:
+        await conn.execute(statement, *args)
+    finally:
+        await conn.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_price_change_reaches_the_next_lookup(book: PriceBook, product, api_settings: Settings):
+    sku = await product(1000)
+    assert await book.lookup([sku]) == {sku: Price(1000, "EUR", True)}
+    assert sku in book._prices  # served from memory from now on
+
+    await sql(api_settings, "UPDATE products SET price_minor = 1250 WHERE sku = $1", sku)
+    await until(lambda: sku not in book._prices, "the UPDATE's notification dropped the cached price")
+    assert await book.lookup([sku]) == {sku: Price(1250, "EUR", True)}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ("UPDATE products SET active = false WHERE sku = $1", {"active": False}),
+    ("UPDATE products SET deleted_at = now() WHERE sku = $1", None),
+    ("DELETE FROM products WHERE sku = $1", None),
+])
+async def test_deactivated_or_deleted_products_are_seen_at_once(book: PriceBook, product, api_settings: Settings,
+                                                                change: str, expected: dict | None):
+    sku = await product(700)
+    await book.lookup([sku])
+    await sql(api_settings, change, sku)
+    await until(lambda: sku not in book._prices, "the change's notification")
+    found = await book.lookup([sku])
+    assert (found[sku].active is False) if expected else (sku not in found)
+
+
+async def test_a_notification_during_a_read_keeps_that_read_out_of_the_cache(book: PriceBook, product,
+                                                                            api_settings: Settings):
+    sku = await product(300)
+
+    class RacingPool:
+        """The real pool, but the price changes while the rows are on their way back."""
+
+        async def fetch(self, *args: object) -> list:
+            rows = await book.pool.fetch(*args)
+            racing._on_notify(None, 0, CHANNEL, sku)
+            return rows
+
+    racing = PriceBook(RacingPool(), api_settings)  # type: ignore[arg-type]
+    await racing.start()
+    try:
+        assert (await racing.lookup([sku]))[sku].price_minor == 300  # answered ...
+        assert racing.listening and sku not in racing._prices  # ... but not remembered
+    finally:
+        await racing.close()
+
+
+async def test_every_sku_payload_empties_the_book(book: PriceBook, product, api_settings: Settings):
+    skus = [await product(100), await product(200)]
+    await book.lookup(skus)
+    assert set(skus) <= book._prices.keys()
+    await sql(api_settings, "SELECT pg_notify($1, $2)", CHANNEL, EVERY_SKU)
+    await until(lambda: not book._prices, "the '*' notification emptied the book")
+
+
+async def test_unknown_skus_are_not_cached(book: PriceBook):
+    sku = f"PB-missing-{uuid.uuid4().hex[:8]}"
+    assert await book.lookup([sku]) == {}
+    assert sku not in book._prices
+
+
+async def test_a_lost_listener_turns_the_cache_off_until_it_is_back(book: PriceBook, product,
+                                                                     api_settings: Settings):
+    sku = await product(900)
+    await book.lookup([sku])
+    assert book.listening and sku in book._prices
+    old = book._listener
+    assert old is not None
+    await sql(api_settings, "SELECT pg_terminate_backend($1)", old.get_server_pid())
+    await until(lambda: not book._prices or book._listener is not old, "the book noticed its listener died")
+
+    # Changes made meanwhile are not heard, so the book starts empty and reads PostgreSQL.
+    await sql(api_settings, "UPDATE products SET price_minor = 950 WHERE sku = $1", sku)
+    assert (await book.lookup([sku]))[sku].price_minor == 950
+    await until(lambda: book.listening and book._listener is not old, "the book listening again")
+    await book.lookup([sku])
+    assert book._prices[sku].price_minor == 950  # cached again once it listens
