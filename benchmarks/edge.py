@@ -1,13 +1,16 @@
-"""Edge throughput and latency: ``POST /v1/orders`` (acks=all) against a bare FastAPI endpoint, same run.
+"""Edge throughput and latency: ``POST /v1/orders`` (acks=all) against bare FastAPI endpoints, same run.
 
-    .venv/bin/python -m benchmarks.edge [--requests 2000] [--concurrency 1 16]
+    .venv/bin/python -m benchmarks.edge [--requests 2000] [--concurrency 1 4 16] [--loop asyncio|uvloop|auto]
 
-Needs the stack up (`shopflow stack up`). Both servers are uvicorn in subprocesses with the same
-options (one worker, default loop and HTTP parser); the load is an httpx client in this process.
-The edge does all of its work per request: token check and rate limit in Redis, the
-Idempotency-Key lease and stored response in Redis, catalog prices from PostgreSQL, the Avro
-encode, the produce with acks=all waited for, the accepted-order marker. The bare endpoint parses
-the same body with the same model and answers 202: the ratio is the cost of being a real edge.
+Needs the stack up (`shopflow stack up`). Three uvicorn servers in subprocesses with the same options
+(one worker, the same event loop and HTTP parser):
+- the edge, doing all of its work per request: token check, revocation and rate limit in Redis, the
+  Idempotency-Key lease, catalog prices (the price book), the Avro encode, the produce with acks=all
+  waited for, then the stored response and the accepted-order marker in one Redis call;
+- *bare*: the same body parsed by the same model, 202 at once: the framework alone;
+- *bare producer*: that plus the PlaceOrder encoded and produced with acks=all through the edge's own
+  producer, waited for: the least any command edge does. edge / bare producer is the cost of the
+  edge's own work (accounts, idempotency, limits, catalog, markers); edge / bare also counts Kafka.
 The load is raw HTTP/1.1 on keep-alive connections from this process (an httpx client costs about as
 much CPU per request as the bare endpoint, which would hide the bare endpoint's speed).
 Users and products live in a throwaway PostgreSQL schema, and the PlaceOrder commands go to a
@@ -43,6 +46,7 @@ from fastapi.responses import JSONResponse
 
 from benchmarks.results import write_section
 from shopflow.api.converters import PricedLine, to_place_order
+from shopflow.api.main import EVENT_LOOP
 from shopflow.api.schemas import OrderCreate
 from shopflow.schemas.records import PlaceOrder
 from shopflow.settings import Settings, get_settings
@@ -118,9 +122,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(target: str, port: int, env: dict[str, str], factory: bool = False) -> subprocess.Popen:
+def start_server(target: str, port: int, env: dict[str, str], loop: str, factory: bool = False) -> subprocess.Popen:
     args = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning"] + (["--factory"] if factory else [])
+            "--no-access-log", "--log-level", "warning", "--loop", loop] + (["--factory"] if factory else [])
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -241,6 +245,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="orders per measurement")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default=EVENT_LOOP,
+                    help=f"uvicorn's event loop for all three servers (default {EVENT_LOOP}, as `shopflow api`)")
     args = ap.parse_args()
 
     settings = get_settings()
@@ -256,9 +262,9 @@ def main() -> None:
     servers = []
     try:
         ports = {name: free_port() for name in ("edge", "bare", "bare producer")}
-        servers.append(start_server("benchmarks.edge:bench_edge", ports["edge"], env, factory=True))
-        servers.append(start_server("benchmarks.edge:bare_app", ports["bare"], env))
-        servers.append(start_server("benchmarks.edge:bare_producer_app", ports["bare producer"], env))
+        servers.append(start_server("benchmarks.edge:bench_edge", ports["edge"], env, args.loop, factory=True))
+        servers.append(start_server("benchmarks.edge:bare_app", ports["bare"], env, args.loop))
+        servers.append(start_server("benchmarks.edge:bare_producer_app", ports["bare producer"], env, args.loop))
         headers = asyncio.run(sign_in(f"http://127.0.0.1:{ports['edge']}"))
         results = {name: asyncio.run(measure(port, headers, args)) for name, port in ports.items()}
     finally:
@@ -284,20 +290,20 @@ def main() -> None:
               f"bare producer {pr:,.0f}/s p50 {p50:.1f} p99 {p99:.1f} ms | "
               f"edge {er:,.0f}/s p50 {e50:.1f} p99 {e99:.1f} ms | edge/producer {er / pr:.0%} "
               f"edge/bare {er / br:.0%} | refused {refused}")
-    write_section("edge", (
+    write_section("edge" if args.loop == EVENT_LOOP else f"edge --loop {args.loop}", (
         f"`POST /v1/orders` (3 lines) through the edge (JWT, revocation check and rate limit in Redis, "
         f"Idempotency-Key lease and stored response in Redis, catalog prices, Avro encode, produce with acks=all + "
         f"idempotence awaited, accepted-order marker) against two bare FastAPI endpoints parsing the same body: "
         f"*bare* answers 202 with no I/O (the framework alone); *bare producer* also encodes a PlaceOrder and "
         f"awaits its produce with acks=all, the least a command edge does. All uvicorn, one worker, in "
-        f"subprocesses; load from one process (raw HTTP/1.1 keep-alive connections) on the same machine as the "
+        f"subprocesses, event loop `{args.loop}`; load from one process (raw HTTP/1.1 keep-alive connections) on the same machine as the "
         f"whole stack; {args.requests:,} requests per row after {args.warmup} warm-up.\n\n"
         "| concurrency | bare /s | bare producer /s | edge /s | edge / bare producer | edge / bare "
         "| bare p50 / p99 ms | bare producer p50 / p99 ms | edge p50 / p99 ms | edge non-202 |\n"
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
         "Target: edge >= 70% of the bare endpoint's accepted/s, p99 <= 20 ms.\n\n"
         f"Command: `.venv/bin/python -m benchmarks.edge --requests {args.requests} --concurrency "
-        f"{' '.join(map(str, args.concurrency))}`"
+        f"{' '.join(map(str, args.concurrency))}" + (f" --loop {args.loop}`" if args.loop != EVENT_LOOP else "`")
     ))
 
 
