@@ -140,9 +140,12 @@ class CommandProducer:
             return False
 
     def close(self, timeout_s: float = 10.0) -> int:
-        """Deliver what is queued (up to ``timeout_s``); return how many were left undelivered."""
+        """Deliver what is queued (up to ``timeout_s``), then release the client (its threads and broker
+        connections, which would otherwise live on until garbage collection, retrying a broker that
+        may be gone); return how many were left undelivered."""
         left = self._producer.flush(timeout_s)
         self._waiter.shutdown(wait=True)
+        self._producer.close()
         return left
 
 
