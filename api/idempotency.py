@@ -13,7 +13,8 @@ with the request's fingerprint (method, path and canonical JSON body):
 Claim, completion and release compare the lease value (Lua), so a request whose lease ran out can
 never overwrite the outcome of another. A command may return an ``Outcome``: its response plus the
 Redis keys it leaves behind (the order routes' read-your-writes markers), written by the same script
-that stores the response: one round trip after the command instead of two.
+that stores the response: one round trip after the command instead of two. Every call here is
+auto-pipelined with other requests' (``api.autopipeline``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import redis.exceptions
 from fastapi import HTTPException, status
 from fastapi.responses import Response
 from redis.asyncio import Redis
+
+from shopflow.api.autopipeline import auto_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class IdempotencyStore:
         self.poll_s = poll_s
         self._complete = redis.register_script(_COMPLETE)
         self._del_if_ours = redis.register_script(_DEL_IF_OURS)
+        self._pipeline = auto_pipeline(redis)
 
     @staticmethod
     def redis_key(scope: str, key: str) -> str:
@@ -110,11 +114,11 @@ class IdempotencyStore:
         deadline = time.monotonic() + self.wait_s
         while True:
             lease = json.dumps({"state": "running", "fp": fp, "lease": uuid.uuid4().hex})
-            if await self.redis.set(rkey, lease, nx=True, ex=self.lease_s):
+            if await self._pipeline.execute("SET", rkey, lease, "NX", "EX", self.lease_s):
                 # Shielded: a client that hangs up mid-command must not leave a produced command
                 # without its stored outcome, or its retry would produce a second one.
                 return await asyncio.shield(asyncio.ensure_future(self._first(rkey, lease, fp, handler)))
-            raw = await self.redis.get(rkey)
+            raw = await self._pipeline.execute("GET", rkey)
             if raw is None:
                 continue  # released or expired between the two calls: claim again
             entry = json.loads(raw)
@@ -138,7 +142,7 @@ class IdempotencyStore:
         try:
             result = await handler()
         except BaseException:
-            await self._del_if_ours(keys=[rkey], args=[lease])
+            await self._pipeline.script(self._del_if_ours, [rkey], [lease])
             raise
         outcome = result if isinstance(result, Outcome) else Outcome(result)
         response = outcome.response
@@ -154,7 +158,7 @@ class IdempotencyStore:
             keys.append(write.key)
             args += [write.value, write.ttl_s]
         try:
-            await self._complete(keys=keys, args=args)
+            await self._pipeline.script(self._complete, keys, args)
         except redis.exceptions.RedisError as exc:
             # The command has happened: answer it. A retry meets the lease until it runs out (409).
             log.warning("outcome of %s not stored (%d keys with it): %r", rkey, len(outcome.writes), exc)

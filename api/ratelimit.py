@@ -4,7 +4,8 @@ A fixed window per subject: the first request opens a window of ``window_s`` sec
 count in it; a refused request gets ``Retry-After`` = the seconds until the window closes. Fixed
 windows allow a burst of up to twice the limit across a window boundary; that is accepted here for
 one round trip and one Redis command per request: a Lua script counts, sets the expiry (so no counter
-is ever left without one) and, for signed-in users, checks the token's revocation in the same call.
+is ever left without one) and, for signed-in users, checks the token's revocation in the same call
+(auto-pipelined with other requests' calls, ``api.autopipeline``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from shopflow.api.autopipeline import auto_pipeline
 
 PREFIX = "shopflow:ratelimit"
 REVOKED = -1  # what ``hit`` counts when the token is revoked: nothing was counted
@@ -57,7 +60,7 @@ class FixedWindowLimiter:
         script = self._scripts.get(id(redis))
         if script is None:  # EVALSHA from then on: the script's text is not sent with every request
             script = self._scripts[id(redis)] = redis.register_script(_HIT)
-        count, ttl = await script(keys=keys, args=[self.window_s])
+        count, ttl = await auto_pipeline(redis).script(script, keys, [self.window_s])
         if int(count) == REVOKED:
             return None
         return self.decide(int(count), int(ttl))
