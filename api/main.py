@@ -169,8 +169,9 @@ def create_app(settings: Settings | None = None, topics: EdgeTopics | None = Non
     return app
 
 
-# asyncio's own loop, not uvloop: on this project's load (benchmarks/edge.py, 16 concurrent orders) uvloop
-# served ~8% more requests but with p99 77 ms against 20 ms, run after run; the bare endpoints showed the same.
+# asyncio's own loop, not uvloop: p99 is the edge's target, and at 16 concurrent orders (benchmarks/edge.py,
+# three runs each) asyncio's was 12-19 ms against uvloop's 17-20 ms, for ~4% fewer orders/s. (Before Redis
+# calls were auto-pipelined, uvloop's p99 was 65-80 ms, run after run.)
 EVENT_LOOP = "asyncio"
 
 
