@@ -69,6 +69,7 @@ class CommandProducer:
         self._producer = producer
         self.codec = codec
         self._in_flight = 0
+        self._closed = False
         self._pump: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None
         self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-delivery")
@@ -81,12 +82,15 @@ class CommandProducer:
         """Serve delivery reports while any ``send`` waits for one (see the module's doc)."""
         loop = asyncio.get_running_loop()
         quiet = 0
-        while self._in_flight:
+        while self._in_flight and not self._closed:  # closed: what flush could not deliver stays unanswered
             quiet = 0 if self._producer.poll(0) else quiet + 1
             if quiet < SPIN_ITERATIONS:
                 await asyncio.sleep(0)
             else:
-                await loop.run_in_executor(self._waiter, self._producer.poll, IDLE_POLL_S)
+                try:
+                    await loop.run_in_executor(self._waiter, self._producer.poll, IDLE_POLL_S)
+                except RuntimeError:  # closed meanwhile (the executor is shut down, or the client)
+                    return
                 quiet = 0
 
     def _delivered(self, future: asyncio.Future[Delivery], result: Delivery | ProduceError) -> None:
@@ -144,6 +148,7 @@ class CommandProducer:
         connections, which would otherwise live on until garbage collection, retrying a broker that
         may be gone); return how many were left undelivered."""
         left = self._producer.flush(timeout_s)
+        self._closed = True
         self._waiter.shutdown(wait=True)
         self._producer.close()
         return left
