@@ -6,10 +6,12 @@ Needs the stack up (`shopflow stack up`). Starts its own workers (`shopflow work
 so orders go through, then:
   1. flat out: places --orders orders as fast as the producer takes them; sustained orders/s from
      the first PlaceOrder to the last terminal record (broker timestamps);
-  2. fixed rate: --rate orders/s for --seconds; p50/p99 of PlaceOrder -> terminal record;
+  2. fixed rate, once the workers have caught up with everything the flat-out phase left (no saga
+     topic has grown for 2 s): --rate orders/s for --seconds; p50/p99 of PlaceOrder -> terminal record;
   3. passthrough: a bare confluent-kafka consume -> produce loop over the same number of records a
      saga run moves, on the same broker; events/s, and the saga's events/s as a share of it.
-With --profile the first worker runs under cProfile and the top functions are written out.
+With --profile, after the measured runs (never profiled: cProfile halves a worker's speed), one worker
+runs a flat-out pass under cProfile and its top functions are written out.
 Results go to benchmarks/results.md.
 """
 
@@ -25,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from tqdm import tqdm
 
@@ -60,6 +62,13 @@ def start_workers(n: int, profile: Path | None) -> list[subprocess.Popen]:
             return procs
         time.sleep(1)
     raise RuntimeError("workers did not join the group in 120 s; see .shopflow/logs/bench-worker-*.log")
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.wait(60)
 
 
 def follow(reader: TopicReader, run: str, count: int, label: str, timeout_s: float = 600) -> tuple[dict, dict]:
@@ -134,6 +143,33 @@ def passthrough(records: int) -> float:
     return records / elapsed
 
 
+def wait_quiet(quiet_s: float = 2.0, timeout_s: float = 300) -> None:
+    """Until no saga topic has grown for ``quiet_s``: the workers have nothing left to produce from what
+    came before (stock settlements, the tail of a flat-out backlog). Not the group's committed lag:
+    Faust can hold a partition's commit back behind a gap for a long time while processing goes on."""
+    settings = get_settings()
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-{uuid.uuid4().hex}"})
+    try:
+        parts = [TopicPartition(topic, p) for topic, meta in consumer.list_topics(timeout=10).topics.items()
+                 if topic in SAGA_TOPICS for p in meta.partitions]
+
+        def ends() -> int:
+            return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+
+        deadline = time.monotonic() + timeout_s
+        last, since = ends(), time.monotonic()
+        while time.monotonic() - since < quiet_s:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the saga topics were still growing after {timeout_s:.0f} s; "
+                                   "see .shopflow/logs/bench-worker-*.log")
+            time.sleep(0.25)
+            now = ends()
+            if now != last:
+                last, since = now, time.monotonic()
+    finally:
+        consumer.close()
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -147,34 +183,42 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     settings = get_settings()
-    profile = settings.home / "bench-worker.prof" if args.profile else None
+    client = SagaClient(settings)
+    run = uuid.uuid4().hex[:6]
+    skus = [f"{run}-BENCH-{i:02d}" for i in range(60)]
+    profiled_n = min(args.orders, 1000) if args.profile else 0
+    for sku in skus:
+        client.adjust_stock(sku, args.orders + int(args.rate * args.seconds) + profiled_n)
+    client.flush()
 
-    workers = start_workers(args.workers, profile)
+    workers = start_workers(args.workers, None)
     try:
-        client = SagaClient(settings)
-        run = uuid.uuid4().hex[:6]
-        skus = [f"{run}-BENCH-{i:02d}" for i in range(60)]
-        total = args.orders + int(args.rate * args.seconds)
-        for sku in skus:
-            client.adjust_stock(sku, total)
-        client.flush()
-
         reader = TopicReader(settings, client.codec, SAGA_TOPICS, from_end=True)
         place(client, f"{run}-flat", args.orders, skus, None, "placing flat out")
         placed, done = follow(reader, f"{run}-flat", args.orders, "flat out: to terminal")
         flat_rate = len(done) / ((max(done.values()) - min(placed.values())) / 1000)
         flat_lat = [done[o] - placed[o] for o in done if o in placed]
 
+        wait_quiet()  # the stock settlements and the rest of the flat-out backlog
         fixed_n = int(args.rate * args.seconds)
         place(client, f"{run}-rate", fixed_n, skus, args.rate, f"placing at {args.rate:.0f}/s")
         placed_r, done_r = follow(reader, f"{run}-rate", fixed_n, "fixed rate: to terminal")
         lat = [done_r[o] - placed_r[o] for o in done_r if o in placed_r]
+        wait_quiet()
         reader.close()
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(60)
+        stop_workers(workers)
+
+    profile = settings.home / "bench-worker.prof" if args.profile else None
+    if profile is not None:
+        profiled = start_workers(1, profile)
+        try:
+            reader = TopicReader(settings, client.codec, SAGA_TOPICS, from_end=True)
+            place(client, f"{run}-prof", profiled_n, skus, None, "profiled pass")
+            follow(reader, f"{run}-prof", profiled_n, "profiled pass: to terminal")
+            reader.close()
+        finally:
+            stop_workers(profiled)
 
     raw = passthrough(args.orders * RECORDS_PER_ORDER)
     saga_events = flat_rate * RECORDS_PER_ORDER
@@ -201,7 +245,8 @@ def main() -> None:
         f"--seconds {args.seconds:.0f} --workers {args.workers}{' --profile' if args.profile else ''}`\n"
     )
     if top:
-        body += f"\nWhere the time goes (cProfile of worker 0, top functions by own time):\n\n```\n{top}\n```\n"
+        body += f"\nWhere the time goes (cProfile of one worker in a separate flat-out pass of {profiled_n:,} orders, " \
+                f"top functions by own time):\n\n```\n{top}\n```\n"
     write_section("saga", body)
     print(body)
 
