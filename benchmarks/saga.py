@@ -219,6 +219,7 @@ def main() -> None:
             reader.close()
         finally:
             stop_workers(profiled)
+    client.close()
 
     raw = passthrough(args.orders * RECORDS_PER_ORDER)
     saga_events = flat_rate * RECORDS_PER_ORDER

@@ -186,6 +186,7 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
             events.append((record, value))
             paths[value["order_id"]].append(record)
     reader.close()
+    client.close()
 
     step("each order's path through the topics")
     for order_id in placed:

@@ -158,7 +158,9 @@ def _follow(client: _Client, token: str, order_id: str, say: Callable[[str], Non
         if last in FINAL:
             return
     if last == "ACCEPTED":
-        raise EdgeDemoError(f"order {order_id} stayed ACCEPTED for {timeout_s:.0f}s: the orders read model is not "
-                            "moving; start `shopflow projection` (and a `shopflow worker`)")
+        raise EdgeDemoError(f"order {order_id} stayed ACCEPTED for {timeout_s:.0f}s: the orders read model has not "
+                            "reached it. Either the projection is still working through a backlog on `orders` (after "
+                            "benchmarks on this stack; its log counts what it applied, run the demo again once it is "
+                            "through) or no `shopflow projection` / `shopflow worker` is running")
     raise EdgeDemoError(f"order {order_id} did not reach an outcome in {timeout_s:.0f}s (last {last}); "
                         "see the worker's log and `shopflow audit`")

@@ -67,6 +67,14 @@ class SagaClient:
         if self.producer.flush(timeout_s) != 0 or self._errors:
             raise RuntimeError(f"produce failed: {self._errors[:3] or 'messages still queued'}; is Kafka up?")
 
+    def close(self) -> None:
+        """Deliver what is queued, then release the Kafka client (its threads would otherwise keep
+        reconnecting to a stopped broker until garbage collection)."""
+        try:
+            self.flush()
+        finally:
+            self.producer.close()
+
     def place(self, order_id: str, lines: list[tuple[str, int, int]], token: str = "tok_approve",
               user_id: str = "u-demo", currency: str = "EUR") -> None:
         self.send(Output(ORDER_COMMANDS, "shopflow.orders.PlaceOrder", {

@@ -391,6 +391,8 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
             key = rid(arg["key"])
             matches = [m for m, record, v in log if record == arg["record"] and (m.key() or b"").decode() == key]
             if not matches:
+                reader.close()
+                client.close()
                 return Outcome(name, [f"nothing to redeliver: no {arg['record']} {arg['key']} was sent"])
             msg = matches[arg.get("nth", 1) - 1]
             client.producer.produce(msg.topic(), key=msg.key(), value=msg.value(), headers=msg.headers())
@@ -407,6 +409,7 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
         client.flush()
         settle()
     reader.close()
+    client.close()
 
     strip = lambda key: key[len(run) + 1:]  # noqa: E731
     keep = lambda key: key.startswith(run)  # noqa: E731

@@ -143,6 +143,7 @@ def producer(stack):
     p = Producer({"bootstrap.servers": stack.bootstrap_servers, "acks": "all", "enable.idempotence": True})
     yield p
     p.flush(10)
+    p.close()  # else its threads retry the broker after the stack is down (noise after the summary)
 
 
 # --- Faust workers, shared by the saga's broker tests and the edge's cart tests ----------------------

@@ -57,6 +57,7 @@ def test_a_thousand_random_orders_keep_every_invariant(stack, saga_workers, code
 
     events = _collect_until(reader, all_terminal, timeout_s=300)
     reader.close()
+    client.close()
     mine = [(r, v) for _, r, v, _ in events if str(v.get("order_id", v.get("sku", ""))).startswith(run)]
     stock = read_changelog(stack, INVENTORY_TABLE, keep=lambda k: k.startswith(run))
     payments = read_changelog(stack, PAYMENTS_TABLE, keep=lambda k: k.startswith(run))
