@@ -10,7 +10,7 @@ Input types forbid unknown fields, as in ``api.schemas``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StringConstraints, model_validator
 
@@ -53,9 +53,27 @@ class ProductCreate(_In):
     active: StrictBool = True
 
 
-class ProductUpdate(_In):
+class _Patch(_In):
+    """A PATCH body: the fields sent are changed, those left out keep their value. Only the fields named in
+    ``NULLABLE`` may be sent as null (cleared); an empty body changes nothing and is refused."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _some_change_and_no_null_for_required(self) -> Self:
+        nulled = sorted(f for f in self.model_fields_set - self.NULLABLE if getattr(self, f) is None)
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null; leave a field out to keep its value")
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: send at least one field")
+        return self
+
+
+class ProductUpdate(_Patch):
     """The fields to change; those left out keep their value. ``brand`` and ``category`` may be null
     (cleared); the others may not."""
+
+    NULLABLE = frozenset({"brand", "category"})
 
     name: ProductName | None = None
     description: Description | None = None
@@ -64,15 +82,6 @@ class ProductUpdate(_In):
     price: PriceIn | None = None
     attributes: Attributes | None = None
     active: StrictBool | None = None
-
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> Self:
-        nulled = sorted(f for f in self.model_fields_set - {"brand", "category"} if getattr(self, f) is None)
-        if nulled:
-            raise ValueError(f"{', '.join(nulled)} cannot be null; leave a field out to keep its value")
-        if not self.model_fields_set:
-            raise ValueError("nothing to change: send at least one field")
-        return self
 
 
 class ProductPublic(BaseModel):
@@ -97,21 +106,14 @@ class CategoryCreate(_In):
     parent_id: CategoryId | None = Field(default=None, description="The parent's id; none for a root category.")
 
 
-class CategoryUpdate(_In):
+class CategoryUpdate(_Patch):
     """Rename and/or move; fields left out are kept. ``parent_id: null`` makes it a root category."""
+
+    NULLABLE = frozenset({"parent_id"})
 
     slug: Slug | None = None
     name: ProductName | None = None
     parent_id: CategoryId | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        nulled = sorted(f for f in self.model_fields_set - {"parent_id"} if getattr(self, f) is None)
-        if nulled:
-            raise ValueError(f"{', '.join(nulled)} cannot be null; leave a field out to keep its value")
-        if not self.model_fields_set:
-            raise ValueError("nothing to change: send at least one field")
-        return self
 
 
 class CategoryPublic(BaseModel):
