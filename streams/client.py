@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec
@@ -132,15 +132,15 @@ class TopicReader:
         self.consumer.close()
 
 
-def read_changelog(settings: Settings, table: TableSpec, keep: Callable[[str], bool] = lambda k: True) -> dict[str, dict]:
-    """The latest value of every key of a table, from its changelog topic (JSON values)."""
-    topic = changelog_topic(table)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
-                         "group.id": f"shopflow-changelog-{uuid.uuid4().hex}", "enable.auto.commit": False})
+def iter_topic(bootstrap_servers: str, topic: str, timeout_s: float = 60) -> Iterator[Message]:
+    """Every record on ``topic`` up to each partition's end as it was when called, in order within a
+    partition; nothing for a topic that does not exist. Read without a consumer group's offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"shopflow-read-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
-            return {}
+            return
         ends, assignment = {}, []
         for p in meta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
@@ -148,19 +148,28 @@ def read_changelog(settings: Settings, table: TableSpec, keep: Callable[[str], b
                 ends[p] = high
                 assignment.append(TopicPartition(topic, p, low))
         consumer.assign(assignment)
-        latest: dict[str, dict] = {}
         done: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(done) < len(ends) and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(set(ends) - done)} not read to their end in "
+                                   f"{timeout_s:.0f}s; is Kafka up?")
             for msg in consumer.consume(5000, 0.5):
-                if msg.error():
+                if msg.error() or msg.partition() in done:
                     continue
-                key = msg.key().decode() if msg.key() else ""
-                if keep(key):
-                    latest[key] = json.loads(msg.value()) if msg.value() else None
+                yield msg
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
-        return {k: v for k, v in latest.items() if v is not None}
     finally:
         consumer.close()
+
+
+def read_changelog(settings: Settings, table: TableSpec, keep: Callable[[str], bool] = lambda k: True) -> dict[str, dict]:
+    """The latest value of every key of a table, from its changelog topic (JSON values)."""
+    latest: dict[str, dict] = {}
+    for msg in iter_topic(settings.bootstrap_servers, changelog_topic(table)):
+        key = msg.key().decode() if msg.key() else ""
+        if keep(key):
+            latest[key] = json.loads(msg.value()) if msg.value() else None
+    return {k: v for k, v in latest.items() if v is not None}
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from shopflow.settings import Settings
+from shopflow.streams.client import iter_topic
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 pytestmark = pytest.mark.integration
@@ -85,25 +86,8 @@ async def _outbox_ids(stack: Settings, topic: str) -> set[str]:
 
 
 def _topic_event_ids(stack: Settings, topic: str) -> set[str]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": unique("test-read"),
-                         "enable.auto.commit": False})
-    ids: set[str] = set()
-    try:
-        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            while (msg := consumer.poll(5)) is not None:
-                if not msg.error():
-                    ids.update(v.decode().strip('"') for k, v in msg.headers() or [] if k == "event_id")
-                    if msg.offset() >= high - 1:
-                        break
-    finally:
-        consumer.close()
-    return ids
+    return {v.decode().strip('"') for msg in iter_topic(stack.bootstrap_servers, topic)
+            for k, v in msg.headers() or [] if k == "event_id"}
 
 
 @pytest.fixture(scope="module")

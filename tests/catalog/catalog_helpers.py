@@ -37,26 +37,3 @@ def wait_until(check: Callable[[], T], timeout_s: float = 30.0, *, what: str = "
             return last
         time.sleep(0.1)
     raise AssertionError(f"{what} not met in {timeout_s}s (last: {last!r})")
-
-
-def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
-    """Every record now on ``topic``, partition by partition (confluent-kafka Messages)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique("test-read"),
-                         "enable.auto.commit": False})
-    out: list[Any] = []
-    try:
-        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            while (msg := consumer.poll(5)) is not None:
-                if not msg.error():
-                    out.append(msg)
-                    if msg.offset() >= high - 1:
-                        break
-    finally:
-        consumer.close()
-    return out

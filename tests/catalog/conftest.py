@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from catalog_helpers import RunningIndexer, read_topic, unique, wait_until
+from catalog_helpers import RunningIndexer, unique, wait_until
+
+from shopflow.streams.client import iter_topic
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +75,7 @@ def _written(stack, topic: str) -> set[str]:
 
 def _arrived(stack, topic: str) -> set[str]:
     """The event ids on ``topic`` (records produced by the tests themselves carry none)."""
-    return {v.decode().strip('"') for msg in read_topic(stack.bootstrap_servers, topic)
+    return {v.decode().strip('"') for msg in iter_topic(stack.bootstrap_servers, topic)
             for k, v in msg.headers() or [] if k == "event_id"}
 
 

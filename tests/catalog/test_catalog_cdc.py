@@ -10,13 +10,14 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from catalog_helpers import read_topic, unique, wait_until
+from catalog_helpers import unique, wait_until
 
 from shopflow.catalog import Conflict, InvalidInput, NotFound, ProductInput, product_cache_key
 from shopflow.connectors.apply import CONNECTORS_DIR, load
 from shopflow.schemas import load_schema
 from shopflow.schemas.records import Money, ProductUpserted
 from shopflow.search import SearchQuery
+from shopflow.streams.client import iter_topic
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 pytestmark = pytest.mark.integration
@@ -289,7 +290,7 @@ async def _wait_streaming_again(catalog, slot: str, before) -> None:
 
 def _topic_versions(stack, codec, topic: str, skus: set[str]) -> set[tuple[str, int]]:
     return {(m.key().decode(), codec.decode(m.value())["version"])
-            for m in read_topic(stack.bootstrap_servers, topic) if m.key() and m.key().decode() in skus}
+            for m in iter_topic(stack.bootstrap_servers, topic) if m.key() and m.key().decode() in skus}
 
 
 async def test_products_and_categories_are_listed_in_order(catalog):
