@@ -10,8 +10,9 @@ that window is priced as if it had come just before the change. What is not cach
 (every lookup reads PostgreSQL) and the book reconnects in the background; on reconnecting it starts
 empty, since changes made meanwhile were not heard.
 
-A read that raced a change cannot put the old price back: entries are stored only if no
-notification arrived between the read's start and its end (a generation counter).
+A read that raced a change cannot put the old price back: a sku notified while the read was in
+flight is answered from that read but not stored (each read in flight collects the skus notified
+meanwhile; changes to other skus do not keep it from caching).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class PriceBook:
         self.pool = pool
         self.settings = settings
         self._prices: dict[str, Price] = {}
-        self._generation = 0
+        # Per read in flight (keyed by a token of its own): the skus notified while it runs ('*': all).
+        self._racing: dict[object, set[str]] = {}
         self._listener: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
@@ -94,15 +96,17 @@ class PriceBook:
                 await asyncio.sleep(RECONNECT_S)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, sku: str) -> None:
-        self._generation += 1
         if sku == EVERY_SKU:
             self._prices.clear()
         else:
             self._prices.pop(sku, None)
+        for changed in self._racing.values():
+            changed.add(sku)
 
     def _forget_all(self) -> None:
-        self._generation += 1
         self._prices.clear()
+        for changed in self._racing.values():
+            changed.add(EVERY_SKU)
 
     async def lookup(self, skus: Sequence[str]) -> dict[str, Price]:
         """The price of each known, not deleted sku among ``skus``; unknown ones are absent."""
@@ -111,7 +115,8 @@ class PriceBook:
         missing = [sku for sku in skus if sku not in found]
         if not missing:
             return found
-        generation = self._generation
+        token, changed = object(), set()
+        self._racing[token] = changed
         try:
             # A deleted product keeps its row (deleted_at set) and is unknown here.
             rows = await self.pool.fetch("SELECT sku, price_minor, currency, active FROM products "
@@ -119,9 +124,11 @@ class PriceBook:
         except asyncpg.UndefinedTableError:
             raise CatalogUnavailable("the product catalog is not available (no products table); "
                                      "run `shopflow db migrate`") from None
+        finally:
+            del self._racing[token]
         read = {r["sku"]: Price(int(r["price_minor"]), r["currency"], r["active"]) for r in rows}
-        if listening and self.listening and generation == self._generation:
+        if listening and self.listening and EVERY_SKU not in changed:
             if len(self._prices) + len(read) > MAX_ENTRIES:
                 self._prices.clear()
-            self._prices.update(read)
+            self._prices.update((sku, price) for sku, price in read.items() if sku not in changed)
         return found | read
