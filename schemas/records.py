@@ -310,7 +310,7 @@ class ProductUpserted(AvroRecord):
 # -- shopflow.inventory --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReleaseStock(AvroRecord):
     """Command: give back a reservation made for order_id."""
 
@@ -319,6 +319,7 @@ class ReleaseStock(AvroRecord):
     order_id: str
     sku: str
     quantity: int
+    consumed: bool = False
     occurred_at: datetime
 
 

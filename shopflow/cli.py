@@ -186,7 +186,7 @@ def audit_cmd(
 
     from shopflow.streams.audit import audit
     from shopflow.streams.client import SAGA_TOPICS, TopicReader, read_changelog
-    from shopflow.tables import INVENTORY_TABLE, PAYMENTS_TABLE
+    from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE
 
     settings = get_settings()
     reader = TopicReader(settings, None, SAGA_TOPICS, from_end=False)
@@ -197,7 +197,8 @@ def audit_cmd(
     keep = lambda key: key.startswith(prefix)  # noqa: E731
     mine = [(r, v) for _, r, v, _ in events if keep(str(v.get("order_id") or v.get("sku") or ""))]
     report = audit(mine, read_changelog(settings, INVENTORY_TABLE, keep), read_changelog(settings, PAYMENTS_TABLE, keep),
-                   now_ms=int(time.time() * 1000), stuck_after_ms=int(stuck_after * 1000))
+                   now_ms=int(time.time() * 1000), stuck_after_ms=int(stuck_after * 1000),
+                   orders=read_changelog(settings, ORDERS_TABLE, keep), settle_ms=10_000)
     typer.echo(report.render())
     if not report.ok:
         raise typer.Exit(1)

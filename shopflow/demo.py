@@ -36,7 +36,7 @@ from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
 from shopflow.streams.audit import audit
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, read_changelog
-from shopflow.tables import INVENTORY_TABLE, PAYMENTS_TABLE
+from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE
 from shopflow.topologies.apply import apply_topics
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
@@ -200,7 +200,8 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
     step("the auditor's report")
     keep = lambda key: key.startswith(run_id)  # noqa: E731
     report = audit(events, read_changelog(settings, INVENTORY_TABLE, keep), read_changelog(settings, PAYMENTS_TABLE, keep),
-                   now_ms=_now_ms(), stuck_after_ms=120_000)
+                   now_ms=_now_ms(), stuck_after_ms=120_000, orders=read_changelog(settings, ORDERS_TABLE, keep),
+                   settle_ms=5_000)
     typer.echo("  " + report.render().replace("\n", "\n  "))
     final = read_changelog(settings, INVENTORY_TABLE, keep)
     for sku in stock:

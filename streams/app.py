@@ -21,10 +21,11 @@ from faust.web import Request, Response, View
 
 from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.deadletter import DeadLetter, decode_or_dead_letter
+from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_or_dead_letter
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
-from shopflow.streams.engine import ROUTES, Engine, Route, plain
+from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route, plain
+from shopflow.streams.inventory import SettledRows
 from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
@@ -32,6 +33,7 @@ from shopflow.streams.runtime import Output, Unexpected
 from shopflow.streams.serde import FaustRecord
 from shopflow.topologies.saga import PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
 from shopflow.tables import APP_ID, CARTS_TABLE, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
+from shopflow.tables.values import decode, encode
 
 log = logging.getLogger("shopflow.worker")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
@@ -76,11 +78,14 @@ class Worker:
             gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
             cart_idle_s=settings.cart_idle_s,
         )
+        # Values are bytes the worker encodes once (tables.values.encode): the same bytes go to RocksDB
+        # and to the changelog, where Faust's own serializer would encode every value twice.
         self.tables = {
             spec.name: self.app.Table(spec.name, default=None, partitions=spec.partitions,
-                                      key_type=bytes, help=spec.doc)
+                                      key_type=bytes, value_type=bytes, help=spec.doc)
             for spec in TABLES
         }
+        self.settled = SettledRows()
         self._topics: dict[str, faust.TopicT] = {}
         # StepTimedOut records already sent, so the scanner does not resend them every tick.
         self._timed_out: OrderedDict[str, None] = OrderedDict()
@@ -118,24 +123,40 @@ class Worker:
             return
         record = self.codec.record_name(event.message.value)
         value = plain(decoded)
-        key = self.engine.key_of(route, value)
         table = self.tables[route.table.name] if route.table else None
-        stored = table.get(key.encode()) if table is not None else None
+        load = (lambda key: decode(table.get(key.encode()))) if table is not None else None
+        now = _now_ms()
         try:
-            result = await self.engine.apply(route, record, value, stored, _now_ms())
+            result = await self.engine.apply(route, record, value, load, now)
         except Unexpected as exc:
-            from shopflow.schemas.deadletter import dead_letter
-
             await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
             return
-        if result.state is not None and table is not None:
-            stored = result.state.to_dict()
-            table[key.encode()] = stored
-            deadline = stored.get("deadline_ms") or stored.get("expires_ms")
+        if route is INVENTORY_ROUTE:
+            self._sweep_settled(table, event.message.partition, result, load, now)
+        for key, stored in result.writes.items():
+            self._store(table, key, stored)
+            deadline = stored and (stored.get("deadline_ms") or stored.get("expires_ms"))
             if route.table in (ORDERS_TABLE, CARTS_TABLE) and deadline:
                 heapq.heappush(self._deadlines, (deadline, route.table.name, key))
         for output in result.outputs:
             await self.send(output)
+
+    @staticmethod
+    def _store(table, key: str, stored: dict | None) -> None:
+        if stored is not None:
+            table[key.encode()] = encode(stored)
+        elif key.encode() in table:
+            del table[key.encode()]
+
+    def _sweep_settled(self, table, partition: int, result, load, now: int) -> None:
+        """Note the reservation rows this record settled; add the deletes of rows whose keep time is over."""
+        if not self.settled.known(partition):
+            db = table.data._db_for_partition(partition)  # the rows settled before this worker took the partition
+            self.settled.load(partition, ((k.decode(), decode(v)) for k, v in db.items()))
+        for key, stored in result.writes.items():
+            self.settled.note(partition, key, stored)
+        for key in self.settled.sweep(partition, load, now):
+            result.writes.setdefault(key, None)
 
     async def send(self, output: Output) -> None:
         value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
@@ -162,9 +183,10 @@ class Worker:
                                       (CARTS_TABLE, "expires_ms", lambda items: due_expiries(items, now, idle_ms))):
             table = self.tables[spec.name]
             if full:
-                candidates = [(k.decode(), v) for k, v in table.items() if v is not None and v.get(field_name)]
+                candidates = [(k.decode(), decode(v)) for k, v in table.items() if v is not None]
+                candidates = [(k, v) for k, v in candidates if v.get(field_name)]
             else:
-                candidates = [(k, table.get(k.encode())) for k in due_keys[spec.name]]
+                candidates = [(k, decode(table.get(k.encode()))) for k in due_keys[spec.name]]
                 candidates = [(k, v) for k, v in candidates if v is not None]
             for output in due(candidates):
                 if output.value["event_id"] in self._timed_out:
@@ -195,7 +217,7 @@ class Worker:
         class TableView(View):
             @app.table_route(table=table, match_info="key")
             async def get(self, request: Request, key: str) -> Response:
-                value = table.get(key.encode())
+                value = decode(table.get(key.encode()))
                 if value is None:
                     return self.json({"error": f"no {table.name} entry {key!r}"}, status=404)
                 return self.json(value)

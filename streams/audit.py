@@ -6,10 +6,12 @@ reports every violation and every stuck order:
 - every order reaches a terminal state, each terminal record exactly once (a confirmed order may
   later be cancelled with a refund; nothing else follows a terminal record);
 - for every sku: on_hand >= 0, reserved >= 0, reserved equals the sum of open reservations;
+- no reservation is still held for an order that has ended (a leak: units nobody can sell again);
 - no order is charged twice; every capture belongs to a confirmed order or is refunded;
 - every reservation is consumed by a confirmed order (CommitStock) or released (StockReleased).
 
-The replay harness runs it after every scenario, the end-to-end test after 1,000 orders, and
+Records are told apart by event id: a copy of a record (emitted again after a crash, with the same id)
+is the same record, not a second one. The replay harness runs it after every scenario, the end-to-end test after 1,000 orders, and
 ``shopflow audit`` on the live topics and changelogs.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from shopflow.tables.values import is_reservation_key
 
 PLACED = "OrderPlaced"
 CONFIRMED = "OrderConfirmed"
@@ -50,9 +54,16 @@ def audit(
     payments: Mapping[str, Mapping] | None = None,
     now_ms: int | None = None,
     stuck_after_ms: int = 60_000,
+    orders: Mapping[str, Mapping] | None = None,
+    settle_ms: int = 0,
 ) -> Report:
-    """``events``: (record short name, plain value) in the order they were produced."""
+    """``events``: (record short name, plain value) in the order they were produced. ``stock``: the
+    inventory table (skus and reservation rows); ``orders``: the orders table, for the statuses of
+    orders whose records were not read. On a live system, ``settle_ms`` gives an order's last
+    commands (CommitStock, ReleaseStock) that long to be applied after it ended before a unit still
+    held for it counts as leaked."""
     report = Report()
+    ids: set[str] = set()
     placed_at: dict[str, int] = {}
     terminal: dict[str, list[dict]] = defaultdict(list)
     confirmed: set[str] = set()
@@ -66,6 +77,11 @@ def audit(
     refunds: set[str] = set()
 
     for record, value in events:
+        event_id = value.get("event_id")
+        if event_id is not None:
+            if event_id in ids:
+                continue  # a copy of a record already counted
+            ids.add(event_id)
         order_id = value.get("order_id")
         if record == PLACED:
             placed_at.setdefault(order_id, value["occurred_at"])
@@ -126,13 +142,41 @@ def audit(
         if captures.get(order_id) and order_id not in refunds:
             report.violations.append(f"order {order_id}: cancelled with a refund, but no PaymentRefunded")
 
-    for sku, s in (stock or {}).items():
-        open_held = sum(r["quantity"] for r in s.get("reservations", {}).values() if r["status"] == "RESERVED")
-        if s["on_hand"] < 0 or s["reserved"] < 0:
-            report.violations.append(f"sku {sku}: on_hand {s['on_hand']}, reserved {s['reserved']} (negative)")
-        if s["reserved"] != open_held:
-            report.violations.append(f"sku {sku}: reserved {s['reserved']} but open reservations hold {open_held}")
+    ended = _ended(terminal, orders or {})
+    if settle_ms and now_ms is not None:
+        ended = {o: (how, at) for o, (how, at) in ended.items() if at + settle_ms <= now_ms}
+    report.violations += _stock(stock or {}, ended)
     for order_id, p in (payments or {}).items():
         if p.get("charges", 0) > 1:
             report.violations.append(f"order {order_id}: the gateway captured {p['charges']} times")
     return report
+
+
+def _ended(terminal: Mapping[str, list[dict]], orders: Mapping[str, Mapping]) -> dict[str, tuple[str, int]]:
+    """Order id -> (how it ended, when), from its terminal records and from the orders table."""
+    ended = {o: ("CONFIRMED" if ends[-1]["record"] == CONFIRMED else "CANCELLED", ends[-1]["occurred_at"])
+             for o, ends in terminal.items()}
+    ended.update({o: (s["status"], s.get("updated_ms", 0)) for o, s in orders.items()
+                  if s.get("status") in ("CONFIRMED", "CANCELLED", "REFUNDED")})
+    return ended
+
+
+def _stock(stock: Mapping[str, Mapping], ended: Mapping[str, tuple[str, int]]) -> list[str]:
+    violations: list[str] = []
+    held: Counter = Counter()
+    for key, row in stock.items():
+        if not is_reservation_key(key):
+            continue
+        if row["status"] == "RESERVED":
+            held[row["sku"]] += row["quantity"]
+            if row["order_id"] in ended:
+                violations.append(f"reservation {row['order_id']}/{row['sku']}: {row['quantity']} units still held "
+                                  f"for an order that ended {ended[row['order_id']][0]} (leaked)")
+    for sku, s in stock.items():
+        if is_reservation_key(sku):
+            continue
+        if s["on_hand"] < 0 or s["reserved"] < 0:
+            violations.append(f"sku {sku}: on_hand {s['on_hand']}, reserved {s['reserved']} (negative)")
+        if s["reserved"] != held[sku]:
+            violations.append(f"sku {sku}: reserved {s['reserved']} but open reservations hold {held[sku]}")
+    return violations

@@ -41,6 +41,7 @@ from shopflow.schemas.registry import RegistryError, SchemaRegistry
 from shopflow.search import DEFAULT_INDEX, Delete, Outcome, ProductSearch, SearchError, Upsert, Write, product_document
 from shopflow.settings import Settings
 from shopflow.tables import INVENTORY_TABLE, changelog_topic
+from shopflow.tables.values import is_reservation_key
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,8 @@ def run_stock(settings: Settings, stop_event: StopSignal, *, topic: str | None =
         while not stop_event.is_set():
             batch = _next_batch(consumer, BATCH_SIZE)
             for msg in batch:
-                if msg.key() is None or msg.value() is None:
-                    continue
+                if msg.key() is None or msg.value() is None or is_reservation_key(msg.key().decode()):
+                    continue  # an order line's reservation row: the sku's own record carries its counts
                 try:
                     state = json.loads(msg.value())
                     available = int(state["on_hand"]) - int(state["reserved"])

@@ -1,9 +1,11 @@
-"""The inventory agents' logic: splitting orders into per-sku requests, and owning each sku's stock.
+"""The inventory agent's logic: each sku's stock, and the only writer of it.
 
-``split_order`` turns an OrderPlaced (keyed by order id) into one ReserveStock per line, re-keyed by
-sku, so every request for a sku lands on the one partition that owns it. ``handle_stock`` is that
-owner: the only writer of a sku's stock. Its guards are the sku's own reservations, so a duplicate
-ReserveStock answers what it answered before and a duplicate release or commit changes nothing.
+``handle_stock`` takes a sku's counters, the row of the order line a request is about, and the request;
+it returns both as they are now and the answer. Requests are idempotent by their order line, not by
+event ids: a ReserveStock for a line the sku has a row for answers what that row says (a redelivered
+request is answered again, never applied twice); CommitStock and ReleaseStock of a settled row change
+nothing. A settled row is kept for ``SETTLED_KEEP_MS`` and then dropped (``expired``), so the sku's
+state is bounded whatever its history.
 
 Stock: ``on_hand`` units in the warehouse, ``reserved`` of them held for orders; a reservation is
 consumed by CommitStock (both drop) or given back by ReleaseStock (a consumed one goes back on hand).
@@ -11,11 +13,14 @@ consumed by CommitStock (both drop) or given back by ReleaseStock (a consumed on
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 from shopflow.streams.runtime import Output, Result, Unexpected, derived_event_id
-from shopflow.tables.values import StockState
+from shopflow.tables.values import SETTLED_KEEP_MS, Reservation, StockState, is_reservation_key, reservation_key
 from shopflow.topologies.catalog import STOCK_REQUESTS, STOCK_RESULTS
 
-ORDER_PLACED = "shopflow.orders.OrderPlaced"
 RESERVE = "shopflow.inventory.ReserveStock"
 RELEASE = "shopflow.inventory.ReleaseStock"
 COMMIT = "shopflow.inventory.CommitStock"
@@ -26,18 +31,16 @@ RELEASED = "shopflow.inventory.StockReleased"
 PRODUCT_UPSERTED = "shopflow.catalog.ProductUpserted"
 
 
-def split_order(record: str, value: dict) -> list[Output]:
-    """OrderPlaced -> ReserveStock per line; every other order event is not the inventory's business."""
-    if record != ORDER_PLACED:
-        return []
-    return [
-        Output(STOCK_REQUESTS, RESERVE, {
-            "event_id": derived_event_id(value["event_id"], "reserve", line["sku"]),
-            "order_id": value["order_id"], "sku": line["sku"], "quantity": line["quantity"],
-            "occurred_at": value["occurred_at"],
-        })
-        for line in value["lines"]
-    ]
+@dataclass
+class StockResult(Result):
+    """A stock request's result: the sku's counters (``state``) and the order line's row."""
+
+    row: Reservation | None = None
+
+
+def row_key(value: dict) -> str | None:
+    """The reservation row a request is about (None for an adjustment, which concerns the sku only)."""
+    return reservation_key(value["sku"], value["order_id"]) if "order_id" in value else None
 
 
 def stock_for_new_product(record: str, value: dict) -> list[Output]:
@@ -54,64 +57,90 @@ def stock_for_new_product(record: str, value: dict) -> list[Output]:
     })]
 
 
-def handle_stock(state: StockState | None, record: str, value: dict, now_ms: int) -> Result:
-    event_id = value["event_id"]
-    if state is not None and state.seen(event_id):
-        return Result(duplicate=True)
+def handle_stock(state: StockState | None, row: Reservation | None, record: str, value: dict,
+                 now_ms: int) -> StockResult:
     if record == ADJUST:
         return _adjust(state or StockState(sku=value["sku"]), value)
-    if state is None and record == RESERVE:
-        return Result(outputs=[_answer(REJECTED, value, now_ms, reason="UNKNOWN_SKU", available=0)])
+    if record == RESERVE:
+        return _reserve(state, row, value, now_ms)
     if state is None:
         state = StockState(sku=value["sku"])
+    if record == COMMIT:
+        if row is None or not row.open:
+            return StockResult(duplicate=row is not None)  # settled already, or nothing was held
+        state.reserved -= row.quantity
+        state.on_hand -= row.quantity
+        _settle(row, "COMMITTED", now_ms)
+        return StockResult(state=state, row=row)
+    if record == RELEASE:
+        return _release(state, row, value, now_ms)
+    raise Unexpected(f"the inventory agent has no rule for {record}")
 
-    order_id, qty = value["order_id"], value["quantity"]
-    held = state.reservations.get(order_id)
-    outputs: list[Output] = []
-    if record == RESERVE:
-        if held is not None:  # a redelivered request: answer again what was answered
-            outputs.append(_repeat(held, state, value, now_ms))
-        elif state.available >= qty:
-            state.reserved += qty
-            state.reservations[order_id] = {"quantity": qty, "status": "RESERVED"}
-            outputs.append(_answer(RESERVED, value, now_ms, remaining_on_hand=state.available))
-        else:
-            state.reservations[order_id] = {"quantity": qty, "status": "REJECTED", "available": state.available}
-            outputs.append(_answer(REJECTED, value, now_ms, reason="OUT_OF_STOCK", available=state.available))
-    elif record == COMMIT:
-        if held is not None and held["status"] == "RESERVED":
-            state.reserved -= held["quantity"]
-            state.on_hand -= held["quantity"]
-            held["status"] = "COMMITTED"
-    elif record == RELEASE:
-        if held is not None and held["status"] == "RESERVED":
-            state.reserved -= held["quantity"]
-            held["status"] = "RELEASED"
-        elif held is not None and held["status"] == "COMMITTED":
-            state.on_hand += held["quantity"]  # cancelled after payment: the units come back
-            held["status"] = "RELEASED"
-        outputs.append(_answer(RELEASED, value, now_ms))
+
+def _reserve(state: StockState | None, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
+    if row is not None:  # met before: answer again what was answered, change nothing
+        if row.status == "REJECTED":
+            return StockResult(outputs=[_answer(REJECTED, value, now_ms, reason=row.reason,
+                                                available=row.available)], duplicate=True)
+        if row.status == "RELEASED" and row.quantity == 0:
+            # Released before this request arrived (a request re-sent after its order ended): the
+            # order has ended, nothing waits for an answer and nothing may be held for it.
+            return StockResult(duplicate=True)
+        return StockResult(outputs=[_answer(RESERVED, value, now_ms,
+                                            remaining_on_hand=state.available if state else 0)], duplicate=True)
+    if state is None:
+        row = Reservation(sku=value["sku"], order_id=value["order_id"], quantity=value["quantity"],
+                          status="REJECTED", reason="UNKNOWN_SKU", settled_ms=now_ms)
+        return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="UNKNOWN_SKU", available=0)])
+    qty = value["quantity"]
+    if state.available >= qty:
+        state.reserved += qty
+        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=qty, status="RESERVED")
+        answer = _answer(RESERVED, value, now_ms, remaining_on_hand=state.available)
+        return StockResult(state=state, row=row, outputs=[answer])
+    row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=qty, status="REJECTED",
+                      available=state.available, settled_ms=now_ms)
+    return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="OUT_OF_STOCK",
+                                                 available=state.available)])
+
+
+def _release(state: StockState, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
+    """Give a line back; always answered (StockReleased), whatever the row says, so the order's
+    compensation is acknowledged. Only a held or consumed line changes the counters."""
+    answer = [_answer(RELEASED, value, now_ms)]
+    if row is not None and row.status == "RESERVED":
+        state.reserved -= row.quantity
+    elif row is not None and row.status == "COMMITTED":
+        state.on_hand += row.quantity  # cancelled after payment: the units come back
+    elif row is None and value.get("consumed"):
+        # A consumed line whose row has been dropped since: the order says the units left on_hand.
+        state.on_hand += value["quantity"]
+        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=value["quantity"], status="RELEASED")
+    elif row is None:
+        # Nothing was held (the request was lost, or is still on its way): remember the release, so
+        # a request that comes after it is not applied.
+        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=0, status="RELEASED")
     else:
-        raise Unexpected(f"the inventory agent has no rule for {record}")
-    state.remember(event_id)
-    return Result(state=state, outputs=outputs)
+        return StockResult(outputs=answer, duplicate=True)  # released or rejected before
+    _settle(row, "RELEASED", now_ms)
+    return StockResult(state=state, row=row, outputs=answer)
 
 
-def _adjust(state: StockState, value: dict) -> Result:
+def _settle(row: Reservation, status: str, now_ms: int) -> None:
+    row.status, row.settled_ms = status, now_ms
+
+
+def _adjust(state: StockState, value: dict) -> StockResult:
+    if state.adjusted(value["event_id"]):
+        return StockResult(duplicate=True)
     if state.on_hand + value["delta"] < state.reserved:
         raise Unexpected(
             f"adjusting {state.sku} by {value['delta']} would leave {state.on_hand + value['delta']} on hand "
             f"for {state.reserved} reserved"
         )
     state.on_hand += value["delta"]
-    state.remember(value["event_id"])
-    return Result(state=state)
-
-
-def _repeat(held: dict, state: StockState, value: dict, now_ms: int) -> Output:
-    if held["status"] == "REJECTED":
-        return _answer(REJECTED, value, now_ms, reason="OUT_OF_STOCK", available=held.get("available", 0))
-    return _answer(RESERVED, value, now_ms, remaining_on_hand=state.available)
+    state.remember_adjustment(value["event_id"])
+    return StockResult(state=state)
 
 
 def _answer(record: str, request: dict, now_ms: int, **fields) -> Output:
@@ -120,3 +149,45 @@ def _answer(record: str, request: dict, now_ms: int, **fields) -> Output:
         "order_id": request["order_id"], "sku": request["sku"], "quantity": request["quantity"],
         **fields, "occurred_at": now_ms,
     })
+
+
+class SettledRows:
+    """The settled reservation rows of the partitions a process owns, by when they may be dropped.
+
+    The worker and the replay harness note every row they write and, while handling a partition's
+    records, delete that partition's rows whose keep time is over: deletes happen inside the stream,
+    in the partition that owns the row, so they reach the changelog like any other write. A partition
+    taken over from another process is read once (``load``) for the rows settled before it came.
+    """
+
+    def __init__(self, keep_ms: int = SETTLED_KEEP_MS):
+        self.keep_ms = keep_ms
+        self._due: dict[int, list[tuple[int, str]]] = {}
+
+    def known(self, partition: int) -> bool:
+        return partition in self._due
+
+    def load(self, partition: int, rows: Iterable[tuple[str, dict]]) -> None:
+        self._due[partition] = []
+        for key, value in rows:
+            self.note(partition, key, value)
+
+    def forget(self, partition: int) -> None:
+        self._due.pop(partition, None)
+
+    def note(self, partition: int, key: str, value: dict | None) -> None:
+        if value is not None and value.get("settled_ms") is not None and is_reservation_key(key):
+            heapq.heappush(self._due.setdefault(partition, []), (value["settled_ms"] + self.keep_ms, key))
+
+    def sweep(self, partition: int, load: Callable[[str], dict | None], now_ms: int) -> dict[str, None]:
+        """The deletes due in ``partition`` now (a row written again since it was noted is checked anew)."""
+        due, deletes = self._due.get(partition), {}
+        while due and due[0][0] <= now_ms:
+            _, key = heapq.heappop(due)
+            current = load(key)
+            if current is not None and Reservation.from_dict(current).expired(now_ms, self.keep_ms):
+                deletes[key] = None
+        return deletes
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._due.values())

@@ -7,8 +7,9 @@ guards (``GUARDS``), emits what the rule declares and compensates each effect wh
 have happened. It is pure (no I/O, time passed in), so the Faust agent and the replay harness run
 the very same code.
 
-Idempotency: a record whose event id the order has processed changes nothing; a record that arrives
-late or twice meets an Absorb rule of its state; emitted ids derive from the cause's id.
+Idempotency: a record whose event id the order has processed changes nothing and emits again what it
+caused the first time (kept in the order's state); a record that arrives late or twice meets an
+Absorb rule of its state; emitted ids derive from the cause's id.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shopflow.tables.values import OrderState
 from shopflow.topologies.catalog import ORDER_COMMANDS
 from shopflow.topologies.saga import (
     COMMIT_STOCK,
+    CONFIRMED,
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     ORDER_PLACED,
@@ -29,6 +31,7 @@ from shopflow.topologies.saga import (
     PAYMENT_SUCCEEDED,
     REFUND_REQUESTED,
     RELEASE_STOCK,
+    RESERVE_STOCK,
     START,
     STOCK,
     STOCK_RESERVED,
@@ -89,7 +92,9 @@ def handle_order(
     """Apply one record to one order. ``timeouts`` gives each saga timeout's seconds by name."""
     event_id = value["event_id"]
     if state is not None and state.seen(event_id):
-        return Result(duplicate=True)
+        # Met before: its state change is kept, but its records may have been lost with a crashed
+        # worker, so they are emitted again (same ids: whoever got them drops the copies).
+        return Result(outputs=[Output.restore(o) for o in state.caused.get(event_id, ())], duplicate=True)
     if record == STEP_TIMED_OUT:
         if state is None or state.status != value["state"] or state.deadline_ms != _ms(value["deadline"]):
             return Result(state=_remembered(state, event_id) if state else None)  # stale: moved on or re-armed
@@ -117,7 +122,7 @@ def handle_order(
         if rule.target != current and ORDER_SAGA.state(rule.target).terminal and state.reason is None:
             state.reason = next((e.value("reason") for e in rule.emits if e.value("reason")), None)
     state.updated_ms = now_ms
-    state.remember(event_id)
+    state.remember(event_id, outputs)
     return Result(state=state, outputs=outputs, transition=transition)
 
 
@@ -163,7 +168,7 @@ def _pick(rules: tuple[Rule, ...], state: OrderState, value: dict, current: str,
 
 
 def _own(rule: Rule) -> tuple[Emit, ...]:
-    """The records this agent emits itself; a noted emit is another agent's (ReserveStock: inventory's)."""
+    """The records this agent emits itself; a noted emit is another agent's."""
     return tuple(e for e in rule.emits if not e.note) if isinstance(rule, Transition) else ()
 
 
@@ -180,15 +185,17 @@ def _enter(state: OrderState, target: str, now_ms: int, timeouts: Mapping[str, f
 
 
 def _compensate(rule: Rule, state: OrderState, cause: str, now_ms: int) -> list[Output]:
+    """Undo every effect that may have happened. Every line not released yet is released, answered or
+    not: its answer may be in flight or lost, and a release of nothing changes nothing at the inventory."""
     outputs: list[Output] = []
     for effect in rule.compensates:
         if effect == STOCK:
-            for sku in [s for s in state.reserved if s not in state.released]:
-                state.released.append(sku)
-                line = state.line(sku)
+            consumed = state.status == CONFIRMED  # the confirmed order's CommitStock consumed every line
+            for line in [line for line in state.lines if line["sku"] not in state.released]:
+                state.released.append(line["sku"])
                 outputs.append(Output(RELEASE_STOCK.topic, RELEASE_STOCK.record, {
-                    "event_id": derived_event_id(cause, "release", sku), "order_id": state.order_id,
-                    "sku": sku, "quantity": line["quantity"], "occurred_at": now_ms,
+                    "event_id": derived_event_id(cause, "release", line["sku"]), "order_id": state.order_id,
+                    "sku": line["sku"], "quantity": line["quantity"], "consumed": consumed, "occurred_at": now_ms,
                 }))
         elif effect == PAYMENT and state.payment_id and not state.refund_requested:
             state.refund_requested = True
@@ -215,7 +222,7 @@ def _build(emit: Emit, state: OrderState, cause_value: dict, cause: str, index: 
                    "refunded": bool(emit.value("refunded"))}]
     elif record == PAYMENT_REQUESTED.record:
         values = [{**base, "user_id": state.user_id, "amount": state.total, "payment_token": state.payment_token}]
-    elif record == COMMIT_STOCK.record:
+    elif record in (COMMIT_STOCK.record, RESERVE_STOCK.record):
         values = [{**base, "sku": line["sku"], "quantity": line["quantity"]} for line in state.lines]
     else:
         raise Unexpected(f"the orders agent has no way to build {_short(record)}")

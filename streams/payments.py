@@ -76,7 +76,10 @@ async def handle_payment(
 ) -> Result:
     event_id = value["event_id"]
     if state is not None and state.seen(event_id):
-        return Result(duplicate=True)
+        # Met before: charge nothing, answer again what the charge or refund came to (its answer may
+        # have been lost with a crashed worker; the same ids let the orders agent drop a copy).
+        again = _outcome(state, value, now_ms) if record == REQUESTED else _refunded(state, event_id, now_ms)
+        return Result(outputs=again, duplicate=True)
     state = state or PaymentState(order_id=value["order_id"])
     outputs: list[Output] = []
     if record == REQUESTED:
@@ -103,16 +106,21 @@ async def handle_payment(
             state.refund_id = await gateway.refund(state.payment_id, value["amount"])
             state.status = "REFUNDED"
             state.history.append({"at": now_ms, "what": "refunded", "detail": state.refund_id})
-        if state.status == "REFUNDED":
-            outputs.append(Output(PAYMENT_RESULTS, REFUNDED, {
-                "event_id": derived_event_id(event_id, "refunded"), "order_id": state.order_id,
-                "payment_id": state.payment_id, "refund_id": state.refund_id, "amount": state.amount,
-                "occurred_at": now_ms,
-            }))
+        outputs += _refunded(state, event_id, now_ms)
     else:
         raise Unexpected(f"the payments agent has no rule for {record}")
     state.remember(event_id)
     return Result(state=state, outputs=outputs)
+
+
+def _refunded(state: PaymentState, request_id: str, now_ms: int) -> list[Output]:
+    if state.status != "REFUNDED":
+        return []
+    return [Output(PAYMENT_RESULTS, REFUNDED, {
+        "event_id": derived_event_id(request_id, "refunded"), "order_id": state.order_id,
+        "payment_id": state.payment_id, "refund_id": state.refund_id, "amount": state.amount,
+        "occurred_at": now_ms,
+    })]
 
 
 def _outcome(state: PaymentState, request: dict, now_ms: int) -> list[Output]:

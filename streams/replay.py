@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import json
 import tempfile
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,13 +30,14 @@ import yaml
 
 from shopflow.schemas import load_schema
 from shopflow.streams.audit import audit
-from shopflow.streams.engine import ORDERS_ROUTE, Engine, plain, route_for
+from shopflow.streams.engine import INVENTORY_ROUTE, ORDERS_ROUTE, Engine, plain, route_for
+from shopflow.streams.inventory import SettledRows
 from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected, derived_event_id
 from shopflow.tables import TABLES, TableSpec
-from shopflow.tables.values import StockState
+from shopflow.tables.values import StockState, decode, encode
 from shopflow.topologies.catalog import CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, TOPICS, Topic
 
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -69,24 +69,32 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
 
 
 class RocksTable:
-    """A table on RocksDB with one database per partition, as Faust's rocksdb store keeps them."""
+    """A table on RocksDB with one database per partition, as Faust's rocksdb store keeps them.
+
+    A value lives in the partition of the record that wrote it (a reservation row in its sku's), so
+    reads and writes name the partition; by default it is the key's own.
+    """
 
     def __init__(self, root: Path, spec: TableSpec):
         self.spec = spec
         self._dbs = [rocksdict.Rdict(str(root / spec.name / str(p))) for p in range(spec.partitions)]
 
-    def _db(self, key: str) -> rocksdict.Rdict:
-        return self._dbs[murmur2_partition(key.encode(), len(self._dbs))]
+    def partition(self, key: str) -> int:
+        return murmur2_partition(key.encode(), len(self._dbs))
 
-    def get(self, key: str) -> dict | None:
-        raw = self._db(key).get(key.encode())
-        return json.loads(raw) if raw is not None else None
+    def get(self, key: str, partition: int | None = None) -> dict | None:
+        return decode(self._dbs[self.partition(key) if partition is None else partition].get(key.encode()))
 
-    def set(self, key: str, value: dict) -> None:
-        self._db(key)[key.encode()] = json.dumps(value).encode()
+    def set(self, key: str, value: dict | None, partition: int | None = None) -> None:
+        db = self._dbs[self.partition(key) if partition is None else partition]
+        if value is None:
+            db.delete(key.encode())
+        else:
+            db[key.encode()] = encode(value)
 
-    def items(self) -> list[tuple[str, dict]]:
-        return [(k.decode(), json.loads(v)) for db in self._dbs for k, v in db.items()]
+    def items(self, partition: int | None = None) -> list[tuple[str, dict]]:
+        dbs = self._dbs if partition is None else [self._dbs[partition]]
+        return [(k.decode(), decode(v)) for db in dbs for k, v in db.items()]
 
     def close(self) -> None:
         for db in self._dbs:
@@ -119,6 +127,31 @@ def _avro_round_trip(record: str, value: dict) -> dict:
 
 
 @dataclass
+class Crash:
+    """Where a worker dies while handling one record, and what of its work survives.
+
+    ``at``: ``state`` (its table writes reached the changelog, none of its records did), ``output``
+    (the writes and its first ``k`` records), ``commit`` (everything but the offset commit), or
+    ``lost-state`` (all its records went out, its table writes were lost). ``record``/``key``/``nth``
+    pick the delivery it happens on; ``uncommitted`` more records handled before it were not committed
+    either (Faust commits on an interval) and come back too, in their order.
+    """
+
+    record: str
+    key: str
+    at: str = "commit"
+    k: int = 0
+    nth: int = 1
+    uncommitted: int = 0
+
+    POINTS = ("state", "output", "commit", "lost-state")
+
+    def __post_init__(self):
+        if self.at not in self.POINTS:
+            raise ValueError(f"crash at {self.at!r}: use one of {', '.join(self.POINTS)}")
+
+
+@dataclass
 class Replay:
     store: Path
     now_ms: int = DEFAULT_START_MS
@@ -126,10 +159,15 @@ class Replay:
     log: list[Sent] = field(default_factory=list)
     dead_letters: list[tuple[Sent, str]] = field(default_factory=list)
     transitions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    crashes: list[Crash] = field(default_factory=list)  # armed, each fires once
+    crashed: list[str] = field(default_factory=list)  # what fired, for the report
 
     def __post_init__(self):
         self.tables = {spec.name: RocksTable(self.store, spec) for spec in TABLES}
-        self._queue: deque[Output] = deque()
+        self._queue: deque[tuple[Output, bool]] = deque()  # (record, redelivered)
+        self._handled: deque[Output] = deque(maxlen=64)  # the last records handled, for an uncommitted window
+        self._seen: dict[tuple[str, str], int] = {}  # (record, key) -> deliveries, for crash matching
+        self.settled = SettledRows()
 
     def close(self) -> None:
         for table in self.tables.values():
@@ -139,7 +177,7 @@ class Replay:
         self.tables["inventory"].set(sku, StockState(sku=sku, on_hand=on_hand).to_dict())
 
     async def send(self, output: Output) -> None:
-        self._queue.append(output)
+        self._queue.append((output, False))
         await self._drain()
 
     async def redeliver(self, sent: Sent) -> None:
@@ -151,35 +189,78 @@ class Replay:
     async def advance(self, seconds: float) -> None:
         self.now_ms += int(seconds * 1000)
         for output in due_timeouts(self.tables["orders"].items(), self.now_ms):
-            self._queue.append(output)
+            self._queue.append((output, False))
         idle_ms = int(self.engine.cart_idle_s * 1000)
-        self._queue.extend(due_expiries(self.tables["carts"].items(), self.now_ms, idle_ms))
+        self._queue.extend((o, False) for o in due_expiries(self.tables["carts"].items(), self.now_ms, idle_ms))
         await self._drain()
 
     async def _drain(self) -> None:
         while self._queue:
-            output = self._queue.popleft()
+            output, redelivered = self._queue.popleft()
             value = _avro_round_trip(output.record, output.value)
             sent = Sent(output.topic.name, output.short, value)
-            self.log.append(sent)
+            if not redelivered:
+                self.log.append(sent)
             route = route_for(output.topic.name)
+            if route is None:
+                continue  # a fact for readers outside the saga (the orders topic)
             key = self.engine.key_of(route, value)
             table = self.tables[route.table.name] if route.table else None
+            partition = table.partition(key) if table else 0
+            load = (lambda k: table.get(k, partition)) if table else None
             try:
-                result = await self.engine.apply(route, output.record, value, table.get(key) if table else None,
-                                                 self.now_ms)
+                result = await self.engine.apply(route, output.record, value, load, self.now_ms)
             except Unexpected as exc:
                 self.dead_letters.append((sent, str(exc)))
                 continue
-            if result.state is not None and table is not None:
-                table.set(key, result.state.to_dict())
-            if result.transition and route is ORDERS_ROUTE:
+            if route is INVENTORY_ROUTE:
+                self._sweep_settled(table, partition, result, load)
+            crash = self._crash_on(sent)
+            outputs = result.outputs
+            if crash is None or crash.at != "lost-state":
+                for k, v in result.writes.items():
+                    table.set(k, v, partition)
+            if result.transition and route is ORDERS_ROUTE and (crash is None or crash.at != "lost-state"):
                 self.transitions.append((key, *result.transition))
-            self._queue.extend(result.outputs)
+            if crash is not None:
+                outputs = outputs[:crash.k] if crash.at == "output" else [] if crash.at == "state" else outputs
+                self._restart(output, crash, outputs)
+                continue
+            self._queue.extend((o, False) for o in outputs)
+            self._handled.append(output)
+
+    def _crash_on(self, sent: Sent) -> Crash | None:
+        key = sent.line.split(" ", 1)[1]
+        n = self._seen[(sent.record, key)] = self._seen.get((sent.record, key), 0) + 1
+        for crash in self.crashes:
+            if crash.record == sent.record and crash.key == key and crash.nth == n:
+                self.crashes.remove(crash)
+                self.crashed.append(f"{crash.at}{':' + str(crash.k) if crash.at == 'output' else ''} "
+                                    f"on {sent.line} #{n}")
+                return crash
+        return None
+
+    def _restart(self, output: Output, crash: Crash, survived: list[Output]) -> None:
+        """The worker died: what survived is on the topics, the offsets since the last commit come back
+        (in their order, before anything not yet handled) and what it kept in memory is gone."""
+        again = list(self._handled)[-crash.uncommitted:] if crash.uncommitted else []
+        self._queue.extend((o, False) for o in survived)
+        self._queue.extendleft((o, True) for o in reversed([*again, output]))
+        self._handled.clear()
+        self.settled = SettledRows(self.settled.keep_ms)
+
+    def _sweep_settled(self, table: RocksTable, partition: int, result, load) -> None:
+        if not self.settled.known(partition):
+            self.settled.load(partition, table.items(partition))
+        for k, v in result.writes.items():
+            self.settled.note(partition, k, v)
+        for k in self.settled.sweep(partition, load, self.now_ms):
+            result.writes.setdefault(k, None)
 
     def report(self, stuck_after_ms: int = 10**12):
         return audit(((s.record, s.value) for s in self.log), dict(self.tables["inventory"].items()),
-                     dict(self.tables["payments"].items()), self.now_ms, stuck_after_ms)
+                     dict(self.tables["payments"].items()), self.now_ms, stuck_after_ms,
+                     orders=dict(self.tables["orders"].items()))
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -283,8 +364,11 @@ async def _step(replay: Replay, step: dict) -> None:
         await replay.send(list_product(arg, replay.now_ms))
     elif kind == "cart":
         await replay.send(cart_command(arg, replay.now_ms))
+    elif kind == "crash":
+        # {record: ReserveStock, key: SKU-A, at: state|output|commit|lost-state, k?, nth?, uncommitted?}
+        replay.crashes.append(Crash(**arg))
     else:
-        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver, adjust, list or cart")
+        raise ValueError(f"unknown step {kind!r}: use place, cancel, advance, redeliver, adjust, list, cart or crash")
 
 
 def _compare(replay: Replay, then: dict) -> list[str]:
@@ -309,6 +393,17 @@ def _compare(replay: Replay, then: dict) -> list[str]:
         if got != then["emitted"]:
             diff = "\n".join(difflib.unified_diff(then["emitted"], got, "expected", "replayed", lineterm="", n=2))
             problems.append("records emitted differ:\n" + diff)
+    if "distinct" in then:
+        firsts, ids = [], set()
+        for sent in replay.log:
+            if sent.value["event_id"] not in ids:
+                ids.add(sent.value["event_id"])
+                firsts.append(sent.line)
+        if firsts != then["distinct"]:
+            diff = "\n".join(difflib.unified_diff(then["distinct"], firsts, "expected", "replayed", lineterm="", n=2))
+            problems.append("distinct records (copies with the same event id dropped) differ:\n" + diff)
+    if "crashes" in then and replay.crashed != then["crashes"]:
+        problems.append(f"crashes: expected {then['crashes']}, got {replay.crashed} (armed, never met: {replay.crashes})")
     want_dl = then.get("dead_letters", 0)
     if len(replay.dead_letters) != want_dl:
         problems.append(f"dead letters: expected {want_dl}, got {len(replay.dead_letters)}: "
@@ -414,7 +509,8 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     strip = lambda key: key[len(run) + 1:]  # noqa: E731
     keep = lambda key: key.startswith(run)  # noqa: E731
     orders = {strip(k): v for k, v in read_changelog(settings, ORDERS_TABLE, keep).items()}
-    stock = {strip(k): v for k, v in read_changelog(settings, INVENTORY_TABLE, keep).items()}
+    inventory = read_changelog(settings, INVENTORY_TABLE, keep)
+    stock = {strip(k): v for k, v in inventory.items()}
     payments = {strip(k): v for k, v in read_changelog(settings, PAYMENTS_TABLE, keep).items()}
     problems: list[str] = []
     for order_id, want in (then.get("orders") or {}).items():
@@ -449,6 +545,7 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     dlq.close()
     if letters != then.get("dead_letters", 0):
         problems.append(f"dead letters: expected {then.get('dead_letters', 0)}, got {letters}")
-    report = audit(((record, v) for _, record, v in log), stock, payments)
+    report = audit(((record, v) for _, record, v in log), inventory, payments,
+                   orders={rid(k): v for k, v in orders.items()})
     problems += [f"invariant: {v}" for v in report.violations]
     return Outcome(name, problems)

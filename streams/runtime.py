@@ -10,7 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from shopflow.topologies.catalog import Topic
+from shopflow.topologies.catalog import TOPICS, Topic
+
+TOPICS_BY_NAME = {t.name: t for t in TOPICS}
 
 _NAMESPACE = uuid.UUID("5b0c2d3e-8f61-4c1e-9a57-3f1f0e2b7c10")
 
@@ -35,6 +37,15 @@ class Output:
     def short(self) -> str:
         return self.record.rsplit(".", 1)[1]
 
+    def stored(self) -> list:
+        """As kept in an entity's state, to be emitted again: [topic name, record, value]."""
+        return [self.topic.name, self.record, self.value]
+
+    @classmethod
+    def restore(cls, stored: list) -> Output:
+        topic, record, value = stored
+        return cls(TOPICS_BY_NAME[topic], record, value)
+
 
 class Unexpected(Exception):
     """A record the entity's state has no rule for: it goes to the dead-letter topic with this reason."""
@@ -49,4 +60,5 @@ class Result:
     state: object | None = None
     outputs: list[Output] = field(default_factory=list)
     transition: tuple[str, str, str] | None = None  # (from, to, trigger) when the saga moved
-    duplicate: bool = False
+    duplicate: bool = False  # met before: nothing changed, ``outputs`` are what it caused, emitted again
+    writes: dict[str, dict | None] = field(default_factory=dict)  # table key -> value to store (None: delete)

@@ -1,7 +1,13 @@
 """The value types of the tables: what the saga remembers about an order, a sku and a charge.
 
-They are stored as JSON dicts (``to_dict`` / ``from_dict``), so a changelog record is readable by
-anyone and a field added later only needs a default here.
+They are stored as JSON (``encode`` / ``decode``: encoded once, the same bytes go to the store and
+the changelog), so a changelog record is readable by anyone and a field added later only needs a
+default here.
+
+Every entity's state is bounded: its size does not grow with the history it has seen. An order or
+a charge lives through a handful of records; a sku's state is its counters, and each order line it
+reserved is a row of its own (``Reservation``, keyed ``sku<US>order_id`` in the sku's partition),
+dropped a while after it settled (``SETTLED_KEEP_MS``).
 """
 
 from __future__ import annotations
@@ -9,9 +15,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
+import orjson
+
 # How many processed event ids an entity remembers to drop redeliveries; far more than the records
-# one order or one sku can see in flight at once.
+# one order or one cart sees in its life.
 PROCESSED_KEPT = 256
+# How many StockAdjusted ids a sku remembers: adjustments are rare (admin edits, new listings).
+ADJUSTMENTS_KEPT = 32
+# How long a settled reservation row (rejected, committed, released) is kept after it settled, so a
+# request redelivered after a crash meets it and is answered instead of applied again. It must exceed
+# the longest redelivery: records after a worker's last commit, replayed once a failover is over.
+SETTLED_KEEP_MS = 15 * 60 * 1000
+# Between a sku and an order id in a reservation row's key: a byte no sku or order id contains.
+RESERVATION_SEPARATOR = "\x1f"
+
+
+def encode(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value)
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else orjson.loads(raw)
 
 
 class _Stored:
@@ -51,6 +75,16 @@ class OrderState(_Stored):
     updated_ms: int = 0
     path: list[str] = field(default_factory=list)  # every state the order went through, in order
     processed: list[str] = field(default_factory=list)
+    # What each processed record caused, by its event id: [[topic, record, value], ...]. A record met
+    # again (redelivered after a crash that kept the state but lost the answers) emits the same again.
+    caused: dict[str, list] = field(default_factory=dict)
+
+    def remember(self, event_id: str, outputs=()) -> None:
+        super().remember(event_id)
+        if outputs:
+            self.caused[event_id] = [o.stored() for o in outputs]
+        for forgotten in [e for e in self.caused if e not in self.processed]:
+            del self.caused[forgotten]
 
     def line(self, sku: str) -> dict:
         for line in self.lines:
@@ -61,16 +95,59 @@ class OrderState(_Stored):
 
 @dataclass
 class StockState(_Stored):
+    """A sku's counters: its size is the same after a million orders as after ten."""
+
     sku: str
     on_hand: int = 0
-    reserved: int = 0
-    # order_id -> {"quantity": n, "status": RESERVED | REJECTED | COMMITTED | RELEASED}
-    reservations: dict[str, dict] = field(default_factory=dict)
-    processed: list[str] = field(default_factory=list)
+    reserved: int = 0  # the sum of its open (RESERVED) reservation rows
+    adjustments: list[str] = field(default_factory=list)  # the last StockAdjusted ids applied
 
     @property
     def available(self) -> int:
         return self.on_hand - self.reserved
+
+    def adjusted(self, event_id: str) -> bool:
+        return event_id in self.adjustments
+
+    def remember_adjustment(self, event_id: str) -> None:
+        self.adjustments.append(event_id)
+        del self.adjustments[:-ADJUSTMENTS_KEPT]
+
+
+@dataclass
+class Reservation(_Stored):
+    """One order line's hold on a sku: the inventory's memory of what it answered that order.
+
+    RESERVED holds ``quantity`` units; REJECTED, COMMITTED and RELEASED are settled and only remember
+    the answer (and, for COMMITTED, that the units left on_hand) until ``settled_ms + SETTLED_KEEP_MS``.
+    """
+
+    sku: str
+    order_id: str
+    quantity: int
+    status: str  # RESERVED | REJECTED | COMMITTED | RELEASED
+    available: int = 0  # units free when a REJECTED line was refused (repeated in the answer)
+    reason: str = "OUT_OF_STOCK"  # why a REJECTED line was refused
+    settled_ms: int | None = None
+
+    @property
+    def key(self) -> str:
+        return reservation_key(self.sku, self.order_id)
+
+    @property
+    def open(self) -> bool:
+        return self.status == "RESERVED"
+
+    def expired(self, now_ms: int, keep_ms: int = SETTLED_KEEP_MS) -> bool:
+        return self.settled_ms is not None and self.settled_ms + keep_ms <= now_ms
+
+
+def reservation_key(sku: str, order_id: str) -> str:
+    return f"{sku}{RESERVATION_SEPARATOR}{order_id}"
+
+
+def is_reservation_key(key: str) -> bool:
+    return RESERVATION_SEPARATOR in key
 
 
 @dataclass

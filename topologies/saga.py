@@ -13,7 +13,8 @@ How to read it:
   order does not go through: stock reserved (undone by ReleaseStock, answered by StockReleased) and
   payment captured (undone by RefundRequested, answered by PaymentRefunded). A transition names the
   effects it compensates; their commands are emitted for every line (or the charge) where the effect
-  is known to have happened.
+  may have happened: every line not released yet, answered or not (a release of nothing changes
+  nothing), and the charge once a capture is known.
 - An `Absorb` handles a late or duplicate record in a state without moving the order: it changes
   nothing or it compensates. Answers to requests that were still in flight when an order was cancelled
   land here: a late StockReserved is released and a late PaymentSucceeded is refunded.
@@ -265,7 +266,7 @@ ORDER_SAGA = Saga(
     transitions=(
         Transition(START, PENDING, PLACE_ORDER, "valid", emits=(
             Emit(ORDER_PLACED),
-            Emit(RESERVE_STOCK, per_line=True, note="by the inventory agent, splitting OrderPlaced by sku"),
+            Emit(RESERVE_STOCK, per_line=True),
         )),
         Transition(START, CANCELLED, PLACE_ORDER, "invalid", emits=(_cancelled("INVALID"),)),
         Transition(PENDING, PENDING, STOCK_RESERVED, "lines still unanswered"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shopflow.streams.audit import audit
+from shopflow.tables.values import reservation_key
 
 T0 = 1_767_225_600_000
 
@@ -13,8 +14,8 @@ def placed(o="o-1"):
     return ("OrderPlaced", {"order_id": o, "occurred_at": T0})
 
 
-def confirmed(o="o-1"):
-    return ("OrderConfirmed", {"order_id": o, "occurred_at": T0})
+def confirmed(o="o-1", event_id=None):
+    return ("OrderConfirmed", {"order_id": o, "occurred_at": T0, **({"event_id": event_id} if event_id else {})})
 
 
 def cancelled(o="o-1", refunded=False, reason="OUT_OF_STOCK"):
@@ -23,6 +24,11 @@ def cancelled(o="o-1", refunded=False, reason="OUT_OF_STOCK"):
 
 def rec(name, o="o-1", sku="A", **kw):
     return (name, {"order_id": o, "sku": sku, **kw})
+
+
+def row(sku, order_id, quantity, status):
+    """A reservation row of the inventory table."""
+    return {reservation_key(sku, order_id): {"sku": sku, "order_id": order_id, "quantity": quantity, "status": status}}
 
 
 CASES = [
@@ -42,9 +48,18 @@ CASES = [
     ("capture kept for a cancelled order", [placed(), ("PaymentSucceeded", {"order_id": "o-1", "payment_id": "p"}),
                                             cancelled(reason="TIMEOUT")], {}, {}, "captured but neither confirmed nor refunded"),
     ("reserved count drifts from reservations", [],
-     {"A": {"on_hand": 5, "reserved": 2, "reservations": {"o-1": {"quantity": 1, "status": "RESERVED"}}}}, {},
+     {"A": {"on_hand": 5, "reserved": 2}, **row("A", "o-1", 1, "RESERVED")}, {},
      "reserved 2 but open reservations hold 1"),
-    ("negative stock", [], {"A": {"on_hand": -1, "reserved": 0, "reservations": {}}}, {}, "(negative)"),
+    ("negative stock", [], {"A": {"on_hand": -1, "reserved": 0}}, {}, "(negative)"),
+    ("units held for an order that ended", [placed(), rec("StockReserved"), cancelled(), rec("StockReleased")],
+     {"A": {"on_hand": 5, "reserved": 1}, **row("A", "o-1", 1, "RESERVED")}, {}, "still held for an order that ended"),
+    ("a settled row holds nothing", [], {"A": {"on_hand": 5, "reserved": 0}, **row("A", "o-1", 1, "RELEASED")}, {},
+     None),
+    ("a copy of a terminal record is the same record",
+     [placed(), rec("StockReserved"), rec("CommitStock"), confirmed(event_id="e-1"), confirmed(event_id="e-1")], {}, {},
+     None),
+    ("a second terminal record with its own id", [placed(), confirmed(event_id="e-1"), confirmed(event_id="e-2")], {}, {},
+     "terminal records repeated"),
     ("gateway captured twice", [], {}, {"o-1": {"charges": 2}}, "the gateway captured 2 times"),
 ]
 

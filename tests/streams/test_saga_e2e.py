@@ -11,7 +11,7 @@ import pytest
 
 from shopflow.streams.audit import audit
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, read_changelog
-from shopflow.tables import INVENTORY_TABLE, PAYMENTS_TABLE
+from shopflow.tables import INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,8 @@ def test_a_thousand_random_orders_keep_every_invariant(stack, saga_workers, code
     stock = read_changelog(stack, INVENTORY_TABLE, keep=lambda k: k.startswith(run))
     payments = read_changelog(stack, PAYMENTS_TABLE, keep=lambda k: k.startswith(run))
 
-    report = audit(mine, stock, payments, now_ms=int(time.time() * 1000), stuck_after_ms=10**9)
+    orders = read_changelog(stack, ORDERS_TABLE, keep=lambda k: k.startswith(run))
+    report = audit(mine, stock, payments, now_ms=int(time.time() * 1000), stuck_after_ms=10**9, orders=orders)
 
     assert report.violations == [], report.render()
     assert sum(report.orders.values()) == ORDERS, report.render()
