@@ -167,6 +167,7 @@ class Replay:
         self._queue: deque[tuple[Output, bool]] = deque()  # (record, redelivered)
         self._handled: deque[Output] = deque(maxlen=64)  # the last records handled, for an uncommitted window
         self._seen: dict[tuple[str, str], int] = {}  # (record, key) -> deliveries, for crash matching
+        self.deliveries: list[tuple[str, str, int, int]] = []
         self.settled = SettledRows()
 
     def close(self) -> None:
@@ -215,7 +216,7 @@ class Replay:
                 continue
             if route is INVENTORY_ROUTE:
                 self._sweep_settled(table, partition, result, load)
-            crash = self._crash_on(sent)
+            crash = self._crash_on(sent, len(result.outputs))
             outputs = result.outputs
             if crash is None or crash.at != "lost-state":
                 for k, v in result.writes.items():
@@ -229,9 +230,10 @@ class Replay:
             self._queue.extend((o, False) for o in outputs)
             self._handled.append(output)
 
-    def _crash_on(self, sent: Sent) -> Crash | None:
+    def _crash_on(self, sent: Sent, caused: int) -> Crash | None:
         key = sent.line.split(" ", 1)[1]
         n = self._seen[(sent.record, key)] = self._seen.get((sent.record, key), 0) + 1
+        self.deliveries.append((sent.record, key, n, caused))
         for crash in self.crashes:
             if crash.record == sent.record and crash.key == key and crash.nth == n:
                 self.crashes.remove(crash)
@@ -270,6 +272,8 @@ class Replay:
 class Outcome:
     name: str
     problems: list[str]
+    # Every record an agent handled: (record, key, nth delivery of it, records it caused), to crash on.
+    deliveries: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -323,9 +327,13 @@ def cart_command(spec: dict, now_ms: int) -> Output:
     return Output(CART_COMMANDS, f"shopflow.carts.{record}", value)
 
 
-async def run_scenario(path: Path, store: Path | None = None) -> Outcome:
+async def run_scenario(path: Path, store: Path | None = None, crash: Crash | None = None) -> Outcome:
+    """Run a scenario; with ``crash``, the same scenario with a worker dying at that point, judged by the
+    same Then (records emitted compared without the copies the restart sends again)."""
     doc = yaml.safe_load(path.read_text())
-    given, then = doc.get("given") or {}, doc.get("then") or {}
+    given, then = doc.get("given") or {}, dict(doc.get("then") or {})
+    if crash is not None and "emitted" in then:
+        then["distinct"] = then.pop("emitted")
     with tempfile.TemporaryDirectory(prefix="shopflow-replay-") as tmp:
         replay = Replay(Path(store or tmp), engine=Engine(timeouts=given.get("timeouts", {}),
                                                           gateway=SimulatedGateway(),
@@ -333,9 +341,14 @@ async def run_scenario(path: Path, store: Path | None = None) -> Outcome:
         try:
             for sku, on_hand in (given.get("stock") or {}).items():
                 replay.seed_stock(sku, on_hand)
+            if crash is not None:
+                replay.crashes.append(crash)
             for step in doc.get("when") or []:
                 await _step(replay, step)
-            return Outcome(doc.get("name", path.stem), _compare(replay, then))
+            problems = _compare(replay, then)
+            if crash is not None and replay.crashes:
+                problems.append(f"the crash {crash} never happened: no such delivery")
+            return Outcome(doc.get("name", path.stem), problems, replay.deliveries)
         finally:
             replay.close()
 

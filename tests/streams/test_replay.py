@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from shopflow.streams.orders import GUARDS
-from shopflow.streams.replay import murmur2_partition, run_scenario
+from shopflow.streams.replay import Crash, murmur2_partition, run_scenario
 from shopflow.topologies.saga import ORDER_SAGA, Transition
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "replay" / "scenarios").glob("*.yaml"))
@@ -55,3 +57,36 @@ def test_every_guard_the_saga_names_has_a_meaning():
 ])
 def test_keys_are_placed_as_kafka_places_them(key, partitions, expected):
     assert murmur2_partition(key, partitions) == expected
+
+
+def _crash_points(scenario: str) -> list:
+    """Every record the agents handle in a scenario, times every point a worker can die at while handling it."""
+    path = SCENARIOS[[p.stem for p in SCENARIOS].index(scenario)]
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = asyncio.run(run_scenario(path, store=Path(tmp)))
+    assert clean.ok, clean.problems
+    points = []
+    for record, key, nth, caused in clean.deliveries:
+        points += [Crash(record, key, "state", nth=nth), Crash(record, key, "commit", nth=nth),
+                   Crash(record, key, "lost-state", nth=nth)]
+        points += [Crash(record, key, "output", k=k, nth=nth) for k in range(1, caused)]
+        points.append(Crash(record, key, "commit", nth=nth, uncommitted=3))
+    return [(path, c) for c in points]
+
+
+CRASHES = _crash_points("happy_path") + _crash_points("payment_declined") + _crash_points("out_of_stock_one_line_of_three")
+
+
+@pytest.mark.parametrize("path,crash", CRASHES, ids=[
+    f"{p.stem}-{c.record}-{c.key}#{c.nth}-{c.at}{c.k or ''}{'-uncommitted' if c.uncommitted else ''}" for p, c in CRASHES])
+async def test_a_crash_at_any_point_changes_no_outcome(path, crash, tmp_path):
+    """Given a scenario, When a worker dies at this point and restarts from its committed offsets and
+    the changelog, Then the scenario's Then holds as if it had not."""
+    outcome = await run_scenario(path, store=tmp_path, crash=crash)
+    assert outcome.ok, f"{outcome.name} with {crash}:\n" + "\n".join(outcome.problems)
+
+
+def test_the_crash_points_cover_every_record_of_the_happy_path():
+    handled = {(c.record, c.at) for p, c in CRASHES if p.stem == "happy_path"}
+    for record in ("PlaceOrder", "ReserveStock", "StockReserved", "PaymentRequested", "PaymentSucceeded", "CommitStock"):
+        assert {(record, at) for at in ("state", "commit", "lost-state")} <= handled
