@@ -127,6 +127,9 @@ class Kafka(Server):
                     "transaction.state.log.min.isr=1",
                     "transaction.state.log.num.partitions=10",
                     "group.initial.rebalance.delay.ms=0",
+                    # The workers' session timeout (SHOPFLOW_WORKER_SESSION_TIMEOUT_S, 5 s) is how long a
+                    # killed worker's partitions wait for a new owner; Kafka's floor is 6 s by default.
+                    "group.min.session.timeout.ms=2000",
                     "",
                 ]
             )

@@ -57,7 +57,21 @@ class Settings(BaseSettings):
 
     # The Faust workers (streams/). Each worker of a host needs its own web port (and data dir).
     worker_port: int = 6066
-    standby_replicas: int = Field(default=0, ge=0)
+    # A warm copy of every table partition on another worker, so a failover restores only a tail.
+    standby_replicas: int = Field(default=1, ge=0)
+    # Failover: a killed worker's partitions move after its session times out (the broker accepts
+    # 2 s and up, see deploy/servers.py); heartbeats at a fifth of it.
+    worker_session_timeout_s: float = Field(default=5.0, ge=2.0, le=60.0)
+    worker_heartbeat_s: float = Field(default=1.0, gt=0)
+    worker_rebalance_timeout_s: float = Field(default=20.0, gt=0)
+    # Static membership (group.instance.id = host and web port): a worker back within its session
+    # timeout keeps its partitions with no rebalance. Off by default: a worker stopped cleanly then
+    # holds its partitions for a whole session timeout too (no LeaveGroup), and two workers given one
+    # id fence each other with an error aiokafka does not handle (aiokafka #1186).
+    worker_static_membership: bool = False
+    # No StepTimedOut is sent while the workers rebalance and for this long after: a deadline passed
+    # while a failover held the saga is not the step's fault.
+    failover_grace_s: float = Field(default=10.0, ge=0)
     # Kafka transactions on top of the idempotent handlers; off by default (faust-streaming #517, #323, #177).
     exactly_once: bool = False
     worker_linger_ms: int = Field(default=5, ge=0)

@@ -26,6 +26,7 @@ from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
 from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route, plain
 from shopflow.streams.inventory import SettledRows
+from shopflow.streams import health
 from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
@@ -69,7 +70,17 @@ class Worker:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             producer_linger_ms=settings.worker_linger_ms,
+            # Failover in seconds, not minutes (Faust's defaults: 60 s session and rebalance timeouts).
+            broker_session_timeout=settings.worker_session_timeout_s,
+            broker_heartbeat_interval=settings.worker_heartbeat_s,
+            broker_rebalance_timeout=settings.worker_rebalance_timeout_s,
+            broker_request_timeout=max(20.0, settings.worker_session_timeout_s),
+            consumer_group_instance_id=f"{APP_ID}-{settings.host}-{port}" if settings.worker_static_membership else None,
         )
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_rebalance_complete.connect(self._on_rebalanced)
+        # Monotonic time before which the deadline scanner holds off (a rebalance, then the grace).
+        self._hold_deadlines_until = float("inf")
         self.codec = AvroCodec(SchemaRegistry(settings.registry_url))
         self.engine = Engine(
             timeouts={name: seconds for name, seconds in (("payment_timeout", settings.payment_timeout_s),
@@ -97,6 +108,7 @@ class Worker:
             self._agent(route)
         self.app.timer(interval=settings.deadline_scan_s)(self._scan_deadlines)
         self._views()
+        health.install(self.app, settings.bootstrap_servers)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self._topics:
@@ -128,11 +140,15 @@ class Worker:
         now = _now_ms()
         try:
             result = await self.engine.apply(route, record, value, load, now)
+            if route is INVENTORY_ROUTE:
+                self._sweep_settled(table, event.message.partition, result, load, now)
         except Unexpected as exc:
             await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
             return
-        if route is INVENTORY_ROUTE:
-            self._sweep_settled(table, event.message.partition, result, load, now)
+        except Exception as exc:  # noqa: BLE001 - a fault of ours: Faust would restart the agent and skip the record
+            log.exception("%s[%d]@%d failed", event.message.topic, event.message.partition, event.message.offset)
+            await self._dead_letter(dead_letter(record_in, "processing-failed", f"{type(exc).__name__}: {exc}"))
+            return
         for key, stored in result.writes.items():
             self._store(table, key, stored)
             deadline = stored and (stored.get("deadline_ms") or stored.get("expires_ms"))
@@ -166,10 +182,23 @@ class Worker:
         log.warning("dead letter to %s: %s", letter.topic, dict(letter.headers).get("dlq.detail", b"").decode())
         await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=letter.headers)
 
+    async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        """A rebalance starts: every stream of the group pauses until it ends, so deadlines hold."""
+        self._hold_deadlines_until = float("inf")
+        for tp in revoked:
+            if tp.topic in (t.name for t in INVENTORY_ROUTE.topics):
+                self.settled.forget(tp.partition)
+
+    async def _on_rebalanced(self, sender, **kwargs) -> None:
+        self._hold_deadlines_until = time.monotonic() + self.settings.failover_grace_s
+
     async def _scan_deadlines(self) -> None:
         """Send StepTimedOut for passed order deadlines and CartExpired for idle carts: from the index
         kept as the agents store entities, and every ``deadline_full_scan_s`` from the whole tables
-        (entities recovered after a rebalance)."""
+        (entities recovered after a rebalance). Nothing is sent during a rebalance and for
+        ``failover_grace_s`` after it: a saga held by a failover is not a step that timed out."""
+        if time.monotonic() < self._hold_deadlines_until:
+            return
         now = _now_ms()
         full = time.monotonic() >= self._next_full_scan
         if full:

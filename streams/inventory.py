@@ -176,7 +176,8 @@ class SettledRows:
         self._due.pop(partition, None)
 
     def note(self, partition: int, key: str, value: dict | None) -> None:
-        if value is not None and value.get("settled_ms") is not None and is_reservation_key(key):
+        # Faust keeps its own entries (a partition's restored offset) in the same database: rows only.
+        if is_reservation_key(key) and isinstance(value, dict) and value.get("settled_ms") is not None:
             heapq.heappush(self._due.setdefault(partition, []), (value["settled_ms"] + self.keep_ms, key))
 
     def sweep(self, partition: int, load: Callable[[str], dict | None], now_ms: int) -> dict[str, None]:

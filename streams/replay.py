@@ -508,6 +508,10 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
             client.adjust_stock(rid(arg["sku"]), arg["delta"])
         elif kind == "list":
             client.send(list_product({**arg, "sku": rid(arg["sku"]), "event_id": str(uuid.uuid4())}, now))
+        elif kind == "crash":
+            reader.close()
+            client.close()
+            return Outcome(name, ["a crash step runs in-process only (shopflow replay without --broker)"])
         elif kind == "cart":
             spec = {**arg, "cart_id": rid(arg["cart_id"]), "event_id": str(uuid.uuid4())}
             for field_name in ("sku", "order_id"):
