@@ -139,7 +139,7 @@ class Worker:
         load = (lambda key: decode(table.get(key.encode()))) if table is not None else None
         now = _now_ms()
         try:
-            result = await self.engine.apply(route, record, value, load, now)
+            result = await self.engine.apply(route, record, value, load, now, event.message.offset)
             if route is INVENTORY_ROUTE:
                 self._sweep_settled(table, event.message.partition, result, load, now)
         except Unexpected as exc:

@@ -88,28 +88,37 @@ class Engine:
     gateway: PaymentGateway = field(default_factory=SimulatedGateway)
     cart_idle_s: float = 1800.0
 
-    async def apply(self, route: Route, record: str, value: dict, load: Load, now_ms: int) -> Result:
+    async def apply(self, route: Route, record: str, value: dict, load: Load, now_ms: int,
+                    offset: int | None = None) -> Result:
+        """``offset``: the record's offset in its partition, which the inventory keeps to know a record
+        delivered again after a crash."""
         key = self.key_of(route, value)
         if route is LISTING_ROUTE:
             return Result(outputs=stock_for_new_product(record, value))
         stored = load(key)
         state = _STATE_TYPES[route.table.name].from_dict(stored) if stored is not None else None
+        line = None
         if route is ORDERS_ROUTE:
             result = handle_order(state, record, value, now_ms, self.timeouts)
         elif route is INVENTORY_ROUTE:
             line = row_key(value)
             row = load(line) if line else None
-            result = handle_stock(state, Reservation.from_dict(row) if row else None, record, value, now_ms)
-            if result.row is not None:
-                result.writes[line] = result.row.to_dict()
+            result = handle_stock(state, Reservation.from_dict(row) if row else None, record, value, now_ms, offset)
         elif route is PAYMENTS_ROUTE:
             result = await handle_payment(state, record, value, self.gateway, now_ms)
         elif route is CARTS_ROUTE:
             result = handle_cart(state, record, value, now_ms, int(self.cart_idle_s * 1000))
         else:
             raise KeyError(route.agent)
+        # The entity first, then the row it settled: one changelog partition keeps them in that order.
         if result.state is not None:
             result.writes[key] = result.state.to_dict()
+        elif result.duplicate and stored is not None:
+            # Met before: its writes may have been lost with a crashed worker (a restarted worker's own
+            # store can be ahead of the changelog), so the value it left is written again.
+            result.writes[key] = stored
+        if line is not None and result.row is not None:
+            result.writes[line] = result.row.to_dict()
         return result
 
     @staticmethod

@@ -1,11 +1,14 @@
 """The inventory agent's logic: each sku's stock, and the only writer of it.
 
-``handle_stock`` takes a sku's counters, the row of the order line a request is about, and the request;
-it returns both as they are now and the answer. Requests are idempotent by their order line, not by
-event ids: a ReserveStock for a line the sku has a row for answers what that row says (a redelivered
-request is answered again, never applied twice); CommitStock and ReleaseStock of a settled row change
-nothing. A settled row is kept for ``SETTLED_KEEP_MS`` and then dropped (``expired``), so the sku's
-state is bounded whatever its history.
+``handle_stock`` takes a sku's state (counters and the lines it holds open), the settled row of the
+order line a request is about, the request and its offset on stock-requests; it returns what to
+write and the answer. What must change together lives in one value (the sku's), so a crash between
+two writes can never leave counters and holds disagreeing; the settled row is written after it.
+
+Idempotent three ways: a record delivered again after a crash has an offset the sku has passed, and
+is answered again with the writes repeated (the crash may have lost them); a request for a line the
+sku holds or has settled is answered from that (an orders agent sending it again after its own crash);
+CommitStock or ReleaseStock of a line already settled changes nothing.
 
 Stock: ``on_hand`` units in the warehouse, ``reserved`` of them held for orders; a reservation is
 consumed by CommitStock (both drop) or given back by ReleaseStock (a consumed one goes back on hand).
@@ -33,7 +36,7 @@ PRODUCT_UPSERTED = "shopflow.catalog.ProductUpserted"
 
 @dataclass
 class StockResult(Result):
-    """A stock request's result: the sku's counters (``state``) and the order line's row."""
+    """A stock request's result: the sku's state (``state``) and the settled row it wrote, if any."""
 
     row: Reservation | None = None
 
@@ -58,76 +61,103 @@ def stock_for_new_product(record: str, value: dict) -> list[Output]:
 
 
 def handle_stock(state: StockState | None, row: Reservation | None, record: str, value: dict,
-                 now_ms: int) -> StockResult:
+                 now_ms: int, offset: int | None = None) -> StockResult:
+    if state is not None and offset is not None and offset <= state.offset:
+        return _again(state, row, record, value, now_ms, offset)
     if record == ADJUST:
-        return _adjust(state or StockState(sku=value["sku"]), value)
-    if record == RESERVE:
-        return _reserve(state, row, value, now_ms)
-    if state is None:
-        state = StockState(sku=value["sku"])
-    if record == COMMIT:
-        if row is None or not row.open:
-            return StockResult(duplicate=row is not None)  # settled already, or nothing was held
-        state.reserved -= row.quantity
-        state.on_hand -= row.quantity
-        _settle(row, "COMMITTED", now_ms)
-        return StockResult(state=state, row=row)
-    if record == RELEASE:
-        return _release(state, row, value, now_ms)
-    raise Unexpected(f"the inventory agent has no rule for {record}")
+        result = _adjust(state or StockState(sku=value["sku"]), value)
+    elif record == RESERVE:
+        result = _reserve(state, row, value, now_ms)
+    elif record == COMMIT:
+        result = _commit(state, row, value, now_ms)
+    elif record == RELEASE:
+        result = _release(state or StockState(sku=value["sku"]), row, value, now_ms)
+    else:
+        raise Unexpected(f"the inventory agent has no rule for {record}")
+    if result.state is not None and offset is not None:
+        result.state.offset = offset
+        result.state.last_row = result.row.to_dict() if result.row is not None else None
+    return result
+
+
+def _again(state: StockState, row: Reservation | None, record: str, value: dict, now_ms: int,
+           offset: int) -> StockResult:
+    """A record applied before a crash: the same answer, and the same writes again (lost, perhaps)."""
+    if row is None and offset == state.offset and state.last_row and state.last_row["order_id"] == value.get("order_id"):
+        row = Reservation.from_dict(state.last_row)
+    if record == RESERVE and (value["order_id"] in state.open or row is not None):
+        outputs = _reserve(state, row, value, now_ms).outputs  # only its answering branches can run
+    elif record == RELEASE:
+        outputs = [_answer(RELEASED, value, now_ms)]
+    else:
+        outputs = []
+    return StockResult(state=state, row=row, outputs=outputs, duplicate=True)
 
 
 def _reserve(state: StockState | None, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
-    if row is not None:  # met before: answer again what was answered, change nothing
+    order_id, qty = value["order_id"], value["quantity"]
+    if state is not None and order_id in state.open:  # held already: answer again, change nothing
+        return StockResult(outputs=[_answer(RESERVED, value, now_ms, remaining_on_hand=state.available)],
+                           duplicate=True)
+    if row is not None:  # settled already: answer what was answered
         if row.status == "REJECTED":
-            return StockResult(outputs=[_answer(REJECTED, value, now_ms, reason=row.reason,
-                                                available=row.available)], duplicate=True)
-        if row.status == "RELEASED" and row.quantity == 0:
+            return StockResult(outputs=[_answer(REJECTED, value, now_ms, reason=row.reason, available=row.available)],
+                               duplicate=True)
+        if row.quantity == 0:
             # Released before this request arrived (a request re-sent after its order ended): the
             # order has ended, nothing waits for an answer and nothing may be held for it.
             return StockResult(duplicate=True)
         return StockResult(outputs=[_answer(RESERVED, value, now_ms,
                                             remaining_on_hand=state.available if state else 0)], duplicate=True)
     if state is None:
-        row = Reservation(sku=value["sku"], order_id=value["order_id"], quantity=value["quantity"],
-                          status="REJECTED", reason="UNKNOWN_SKU", settled_ms=now_ms)
+        row = Reservation(sku=value["sku"], order_id=order_id, quantity=qty, status="REJECTED",
+                          reason="UNKNOWN_SKU", settled_ms=now_ms)
         return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="UNKNOWN_SKU", available=0)])
-    qty = value["quantity"]
     if state.available >= qty:
         state.reserved += qty
-        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=qty, status="RESERVED")
-        answer = _answer(RESERVED, value, now_ms, remaining_on_hand=state.available)
-        return StockResult(state=state, row=row, outputs=[answer])
-    row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=qty, status="REJECTED",
+        state.open[order_id] = qty
+        return StockResult(state=state, outputs=[_answer(RESERVED, value, now_ms, remaining_on_hand=state.available)])
+    row = Reservation(sku=state.sku, order_id=order_id, quantity=qty, status="REJECTED",
                       available=state.available, settled_ms=now_ms)
     return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="OUT_OF_STOCK",
                                                  available=state.available)])
 
 
+def _commit(state: StockState | None, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
+    order_id = value["order_id"]
+    if state is None or order_id not in state.open:
+        return StockResult(duplicate=row is not None)  # settled already, or nothing was held
+    qty = state.open.pop(order_id)
+    state.reserved -= qty
+    state.on_hand -= qty
+    row = Reservation(sku=state.sku, order_id=order_id, quantity=qty, status="COMMITTED", settled_ms=now_ms)
+    return StockResult(state=state, row=row)
+
+
 def _release(state: StockState, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
-    """Give a line back; always answered (StockReleased), whatever the row says, so the order's
-    compensation is acknowledged. Only a held or consumed line changes the counters."""
+    """Give a line back; always answered (StockReleased), whatever it was, so the order's compensation
+    is acknowledged. Only a held or a consumed line changes the counters."""
+    order_id = value["order_id"]
     answer = [_answer(RELEASED, value, now_ms)]
-    if row is not None and row.status == "RESERVED":
-        state.reserved -= row.quantity
+    if order_id in state.open:
+        qty = state.open.pop(order_id)
+        state.reserved -= qty
     elif row is not None and row.status == "COMMITTED":
-        state.on_hand += row.quantity  # cancelled after payment: the units come back
+        qty = row.quantity
+        state.on_hand += qty  # cancelled after payment: the units come back
     elif row is None and value.get("consumed"):
         # A consumed line whose row has been dropped since: the order says the units left on_hand.
-        state.on_hand += value["quantity"]
-        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=value["quantity"], status="RELEASED")
+        qty = value["quantity"]
+        state.on_hand += qty
     elif row is None:
-        # Nothing was held (the request was lost, or is still on its way): remember the release, so
-        # a request that comes after it is not applied.
-        row = Reservation(sku=state.sku, order_id=value["order_id"], quantity=0, status="RELEASED")
+        # Nothing was held (the request was lost, or is still on its way): remember the release, so a
+        # request that comes after it is not applied. The sku's own state does not change.
+        row = Reservation(sku=value["sku"], order_id=order_id, quantity=0, status="RELEASED", settled_ms=now_ms)
+        return StockResult(row=row, outputs=answer)
     else:
         return StockResult(outputs=answer, duplicate=True)  # released or rejected before
-    _settle(row, "RELEASED", now_ms)
+    row = Reservation(sku=state.sku, order_id=order_id, quantity=qty, status="RELEASED", settled_ms=now_ms)
     return StockResult(state=state, row=row, outputs=answer)
-
-
-def _settle(row: Reservation, status: str, now_ms: int) -> None:
-    row.status, row.settled_ms = status, now_ms
 
 
 def _adjust(state: StockState, value: dict) -> StockResult:

@@ -106,6 +106,7 @@ class Sent:
     topic: str
     record: str  # short name
     value: dict
+    offset: int = 0  # in its partition of the topic
 
     @property
     def line(self) -> str:
@@ -130,7 +131,8 @@ def _avro_round_trip(record: str, value: dict) -> dict:
 class Crash:
     """Where a worker dies while handling one record, and what of its work survives.
 
-    ``at``: ``state`` (its table writes reached the changelog, none of its records did), ``output``
+    ``at``: ``state`` (its table writes reached the changelog, none of its records did), ``writes``
+    (only its first ``k`` table writes did: one changelog partition keeps them in order), ``output``
     (the writes and its first ``k`` records), ``commit`` (everything but the offset commit), or
     ``lost-state`` (all its records went out, its table writes were lost). ``record``/``key``/``nth``
     pick the delivery it happens on; ``uncommitted`` more records handled before it were not committed
@@ -144,7 +146,7 @@ class Crash:
     nth: int = 1
     uncommitted: int = 0
 
-    POINTS = ("state", "output", "commit", "lost-state")
+    POINTS = ("state", "writes", "output", "commit", "lost-state")
 
     def __post_init__(self):
         if self.at not in self.POINTS:
@@ -164,10 +166,12 @@ class Replay:
 
     def __post_init__(self):
         self.tables = {spec.name: RocksTable(self.store, spec) for spec in TABLES}
-        self._queue: deque[tuple[Output, bool]] = deque()  # (record, redelivered)
-        self._handled: deque[Output] = deque(maxlen=64)  # the last records handled, for an uncommitted window
+        # (record, its offset when delivered again; None when it is new and gets the next offset)
+        self._queue: deque[tuple[Output, int | None]] = deque()
+        self._ends: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        self._handled: deque[tuple[Output, int]] = deque(maxlen=64)  # the last records handled, for an uncommitted window
         self._seen: dict[tuple[str, str], int] = {}  # (record, key) -> deliveries, for crash matching
-        self.deliveries: list[tuple[str, str, int, int]] = []
+        self.deliveries: list[tuple[str, str, int, int, int]] = []
         self.settled = SettledRows()
 
     def close(self) -> None:
@@ -178,30 +182,34 @@ class Replay:
         self.tables["inventory"].set(sku, StockState(sku=sku, on_hand=on_hand).to_dict())
 
     async def send(self, output: Output) -> None:
-        self._queue.append((output, False))
+        self._queue.append((output, None))
         await self._drain()
 
     async def redeliver(self, sent: Sent) -> None:
-        """Deliver a record again exactly as it was (same event id), as after a crash before a commit."""
+        """Deliver a record again exactly as it was (same offset, same event id), as after a crash before
+        its offset was committed."""
         topic = _by_topic(sent.topic)
         record = next(r for r in topic.values if r.endswith("." + sent.record))
-        await self.send(Output(topic, record, dict(sent.value)))
+        self._queue.append((Output(topic, record, dict(sent.value)), sent.offset))
+        await self._drain()
 
     async def advance(self, seconds: float) -> None:
         self.now_ms += int(seconds * 1000)
         for output in due_timeouts(self.tables["orders"].items(), self.now_ms):
-            self._queue.append((output, False))
+            self._queue.append((output, None))
         idle_ms = int(self.engine.cart_idle_s * 1000)
-        self._queue.extend((o, False) for o in due_expiries(self.tables["carts"].items(), self.now_ms, idle_ms))
+        self._queue.extend((o, None) for o in due_expiries(self.tables["carts"].items(), self.now_ms, idle_ms))
         await self._drain()
 
     async def _drain(self) -> None:
         while self._queue:
-            output, redelivered = self._queue.popleft()
+            output, offset = self._queue.popleft()
             value = _avro_round_trip(output.record, output.value)
-            sent = Sent(output.topic.name, output.short, value)
-            if not redelivered:
-                self.log.append(sent)
+            if offset is None:
+                at = (output.topic.name, murmur2_partition(output.key.encode(), output.topic.partitions))
+                offset = self._ends[at] = self._ends.get(at, -1) + 1
+                self.log.append(Sent(output.topic.name, output.short, value, offset))
+            sent = Sent(output.topic.name, output.short, value, offset)
             route = route_for(output.topic.name)
             if route is None:
                 continue  # a fact for readers outside the saga (the orders topic)
@@ -210,30 +218,32 @@ class Replay:
             partition = table.partition(key) if table else 0
             load = (lambda k: table.get(k, partition)) if table else None
             try:
-                result = await self.engine.apply(route, output.record, value, load, self.now_ms)
+                result = await self.engine.apply(route, output.record, value, load, self.now_ms, offset)
             except Unexpected as exc:
                 self.dead_letters.append((sent, str(exc)))
                 continue
             if route is INVENTORY_ROUTE:
                 self._sweep_settled(table, partition, result, load)
-            crash = self._crash_on(sent, len(result.outputs))
+            crash = self._crash_on(sent, len(result.outputs), len(result.writes))
             outputs = result.outputs
-            if crash is None or crash.at != "lost-state":
-                for k, v in result.writes.items():
-                    table.set(k, v, partition)
+            writes = list(result.writes.items())
+            if crash is not None:
+                writes = [] if crash.at == "lost-state" else writes[:crash.k] if crash.at == "writes" else writes
+            for k, v in writes:
+                table.set(k, v, partition)
             if result.transition and route is ORDERS_ROUTE and (crash is None or crash.at != "lost-state"):
                 self.transitions.append((key, *result.transition))
             if crash is not None:
-                outputs = outputs[:crash.k] if crash.at == "output" else [] if crash.at == "state" else outputs
-                self._restart(output, crash, outputs)
+                outputs = outputs[:crash.k] if crash.at == "output" else [] if crash.at in ("state", "writes") else outputs
+                self._restart(output, offset, crash, outputs)
                 continue
-            self._queue.extend((o, False) for o in outputs)
-            self._handled.append(output)
+            self._queue.extend((o, None) for o in outputs)
+            self._handled.append((output, offset))
 
-    def _crash_on(self, sent: Sent, caused: int) -> Crash | None:
+    def _crash_on(self, sent: Sent, caused: int, writes: int) -> Crash | None:
         key = sent.line.split(" ", 1)[1]
         n = self._seen[(sent.record, key)] = self._seen.get((sent.record, key), 0) + 1
-        self.deliveries.append((sent.record, key, n, caused))
+        self.deliveries.append((sent.record, key, n, caused, writes))
         for crash in self.crashes:
             if crash.record == sent.record and crash.key == key and crash.nth == n:
                 self.crashes.remove(crash)
@@ -242,12 +252,12 @@ class Replay:
                 return crash
         return None
 
-    def _restart(self, output: Output, crash: Crash, survived: list[Output]) -> None:
+    def _restart(self, output: Output, offset: int, crash: Crash, survived: list[Output]) -> None:
         """The worker died: what survived is on the topics, the offsets since the last commit come back
         (in their order, before anything not yet handled) and what it kept in memory is gone."""
         again = list(self._handled)[-crash.uncommitted:] if crash.uncommitted else []
-        self._queue.extend((o, False) for o in survived)
-        self._queue.extendleft((o, True) for o in reversed([*again, output]))
+        self._queue.extend((o, None) for o in survived)
+        self._queue.extendleft(reversed([*again, (output, offset)]))
         self._handled.clear()
         self.settled = SettledRows(self.settled.keep_ms)
 
@@ -272,8 +282,8 @@ class Replay:
 class Outcome:
     name: str
     problems: list[str]
-    # Every record an agent handled: (record, key, nth delivery of it, records it caused), to crash on.
-    deliveries: list[tuple[str, str, int, int]] = field(default_factory=list)
+    # Every record an agent handled: (record, key, nth delivery, records it caused, table writes), to crash on.
+    deliveries: list[tuple[str, str, int, int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

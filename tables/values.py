@@ -5,9 +5,9 @@ the changelog), so a changelog record is readable by anyone and a field added la
 default here.
 
 Every entity's state is bounded: its size does not grow with the history it has seen. An order or
-a charge lives through a handful of records; a sku's state is its counters, and each order line it
-reserved is a row of its own (``Reservation``, keyed ``sku<US>order_id`` in the sku's partition),
-dropped a while after it settled (``SETTLED_KEEP_MS``).
+a charge lives through a handful of records; a sku's state is its counters and the lines it holds
+right now, and each settled line is a row of its own (``Reservation``, keyed ``sku<US>order_id`` in
+the sku's partition), dropped a while after it settled (``SETTLED_KEEP_MS``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ PROCESSED_KEPT = 256
 # How many StockAdjusted ids a sku remembers: adjustments are rare (admin edits, new listings).
 ADJUSTMENTS_KEPT = 32
 # How long a settled reservation row (rejected, committed, released) is kept after it settled, so a
-# request redelivered after a crash meets it and is answered instead of applied again. It must exceed
-# the longest redelivery: records after a worker's last commit, replayed once a failover is over.
+# request sent again (an orders agent re-emitting after its own crash) meets it and is answered
+# instead of applied again. It must exceed the longest such delay: a failover and its replay.
 SETTLED_KEEP_MS = 15 * 60 * 1000
 # Between a sku and an order id in a reservation row's key: a byte no sku or order id contains.
 RESERVATION_SEPARATOR = "\x1f"
@@ -95,11 +95,23 @@ class OrderState(_Stored):
 
 @dataclass
 class StockState(_Stored):
-    """A sku's counters: its size is the same after a million orders as after ten."""
+    """A sku's stock and its open reservations, in one value so they change together.
+
+    Its size follows what is held right now (each open reservation holds a unit at least, so there
+    are never more than ``on_hand``), never the orders it has seen: a settled line leaves ``open`` for
+    a ``Reservation`` row of its own. ``offset`` is the stock-requests offset of the last record
+    applied: a record delivered again after a crash (an offset not above it) is known to be applied.
+    ``last_row`` is the row that record wrote after this value, so it can be written again if the
+    crash lost it (records of one changelog partition land in order: an earlier row cannot be lost
+    while this value was kept).
+    """
 
     sku: str
     on_hand: int = 0
-    reserved: int = 0  # the sum of its open (RESERVED) reservation rows
+    reserved: int = 0  # the sum of ``open``
+    open: dict[str, int] = field(default_factory=dict)  # order id -> units held for it
+    offset: int = -1
+    last_row: dict | None = None
     adjustments: list[str] = field(default_factory=list)  # the last StockAdjusted ids applied
 
     @property
@@ -116,16 +128,17 @@ class StockState(_Stored):
 
 @dataclass
 class Reservation(_Stored):
-    """One order line's hold on a sku: the inventory's memory of what it answered that order.
+    """A settled order line of a sku: the inventory's memory of what it did for that order, so a request
+    delivered again is answered, not applied again, until ``settled_ms + SETTLED_KEEP_MS``.
 
-    RESERVED holds ``quantity`` units; REJECTED, COMMITTED and RELEASED are settled and only remember
-    the answer (and, for COMMITTED, that the units left on_hand) until ``settled_ms + SETTLED_KEEP_MS``.
+    REJECTED: refused (the answer is repeated); COMMITTED: consumed by the confirmed order (its units
+    left on_hand); RELEASED: given back (quantity 0: released before any request was met).
     """
 
     sku: str
     order_id: str
     quantity: int
-    status: str  # RESERVED | REJECTED | COMMITTED | RELEASED
+    status: str  # REJECTED | COMMITTED | RELEASED
     available: int = 0  # units free when a REJECTED line was refused (repeated in the answer)
     reason: str = "OUT_OF_STOCK"  # why a REJECTED line was refused
     settled_ms: int | None = None
@@ -133,10 +146,6 @@ class Reservation(_Stored):
     @property
     def key(self) -> str:
         return reservation_key(self.sku, self.order_id)
-
-    @property
-    def open(self) -> bool:
-        return self.status == "RESERVED"
 
     def expired(self, now_ms: int, keep_ms: int = SETTLED_KEEP_MS) -> bool:
         return self.settled_ms is not None and self.settled_ms + keep_ms <= now_ms

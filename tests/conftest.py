@@ -154,42 +154,76 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Workers:
+    """``shopflow worker`` processes sharing the partitions: started, killed and restarted by port."""
+
+    READY = "Worker]: Ready"
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def __call__(self, count: int = 1, **overrides) -> list[int]:
+        ports = [_free_port() for _ in range(count)]
+        for port in ports:
+            self.start(port, **overrides)
+        self.wait_ready(ports)
+        return ports
+
+    def log(self, port: int) -> Path:
+        return self.logs / f"worker-{port}.log"
+
+    def start(self, port: int, **overrides) -> None:
+        """Start (or start again, on its data dir) the worker of this web port; does not wait."""
+        env = {**os.environ, **{f"SHOPFLOW_{k.upper()}": str(v) for k, v in overrides.items()}}
+        with open(self.log(port), "a") as log:
+            log.write(f"\n--- started with {overrides} ---\n")
+        self.procs[port] = subprocess.Popen(
+            [sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(port)],
+            env=env, stdout=open(self.log(port), "a"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, ports: list[int], timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        for port in ports:
+            proc, log = self.procs[port], self.log(port)
+            # Only this start's lines: a restarted worker's log holds its earlier lives too.
+            while self.READY not in log.read_text(errors="replace").rsplit("--- started with", 1)[-1]:
+                assert proc.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"worker not ready in {timeout_s}s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+
+    def kill(self, port: int) -> None:
+        """kill -9: no flush, no commit, no goodbye to the group."""
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="session")
 def worker_factory(stack, tmp_path_factory):
     """``worker_factory(n, **settings)``: n `shopflow worker` processes sharing the partitions, ready."""
-    procs: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(count: int = 1, **overrides) -> list[int]:
-        env = {**os.environ, **{f"SHOPFLOW_{k.upper()}": str(v) for k, v in overrides.items()}}
-        ports = []
-        for _ in range(count):
-            port = _free_port()
-            log = tmp_path_factory.mktemp("worker") / f"worker-{port}.log"
-            proc = subprocess.Popen([sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(port)],
-                                    env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-            procs.append((proc, log))
-            ports.append(port)
-        deadline = time.monotonic() + 120
-        for proc, log in procs[-count:]:
-            while "Worker]: Ready" not in log.read_text(errors="replace"):
-                assert proc.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"worker not ready in 120s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.5)
-        return ports
-
-    yield start
-    for proc, _ in procs:
-        proc.terminate()
-    for proc, log in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    workers = Workers(tmp_path_factory.mktemp("worker"))
+    yield workers
+    workers.stop_all()
 
 
 # The step timeouts of the workers the saga's broker tests share; scenarios that advance the clock
 # declare these in `given.timeouts`.
 TEST_TIMEOUTS = {"payment_timeout_s": 3, "reservation_timeout_s": 10, "cart_idle_s": 12}
+
+
+@pytest.fixture(scope="session")
+def suite_timeouts() -> dict:
+    return dict(TEST_TIMEOUTS)
 
 
 @pytest.fixture(scope="session")

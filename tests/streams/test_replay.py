@@ -66,10 +66,11 @@ def _crash_points(scenario: str) -> list:
         clean = asyncio.run(run_scenario(path, store=Path(tmp)))
     assert clean.ok, clean.problems
     points = []
-    for record, key, nth, caused in clean.deliveries:
+    for record, key, nth, caused, writes in clean.deliveries:
         points += [Crash(record, key, "state", nth=nth), Crash(record, key, "commit", nth=nth),
                    Crash(record, key, "lost-state", nth=nth)]
         points += [Crash(record, key, "output", k=k, nth=nth) for k in range(1, caused)]
+        points += [Crash(record, key, "writes", k=k, nth=nth) for k in range(1, writes)]
         points.append(Crash(record, key, "commit", nth=nth, uncommitted=3))
     return [(path, c) for c in points]
 
