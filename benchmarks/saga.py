@@ -36,7 +36,7 @@ from shopflow.settings import get_settings
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, producer_config
 
 TERMINAL = {"OrderConfirmed", "OrderCancelled"}
-RECORDS_PER_ORDER = 8  # PlaceOrder, OrderPlaced, ReserveStock, StockReserved, PaymentRequested, PaymentSucceeded, OrderConfirmed, CommitStock
+RECORDS_PER_ORDER = 8  # PlaceOrder, OrderPlaced, ReserveStock, StockReserved, PaymentRequested, PaymentSucceeded, OrderConfirmed, CommitStock (6 of them consumed by the workers)
 
 
 def start_workers(n: int, profile: Path | None) -> list[subprocess.Popen]:
