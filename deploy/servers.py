@@ -139,7 +139,8 @@ class Kafka(Server):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             proc = subprocess.run(
                 ["java", "-cp", self._classpath, f"-Dlog4j.configuration=file:{CONF_DIR / 'log4j.properties'}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._properties)],
+                 # "--cluster-id=" form: an id starting with "-" (one in 64) would read as an option.
+                 "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self._properties)],
                 capture_output=True, text=True,
             )
             if proc.returncode != 0:
