@@ -57,8 +57,10 @@ class Settings(BaseSettings):
 
     # The Faust workers (streams/). Each worker of a host needs its own web port (and data dir).
     worker_port: int = 6066
-    # A warm copy of every table partition on another worker, so a failover restores only a tail.
-    standby_replicas: int = Field(default=1, ge=0)
+    # A warm copy of every table partition on another worker, so a failover restores only a tail. Off
+    # by default: with standbys, Faust 0.15.3's recovery can crash when a rebalance lands while it
+    # restores ("Offset must be a positive integer", faust/tables/recovery.py:504, seen in the suite).
+    standby_replicas: int = Field(default=0, ge=0)
     # Failover: a killed worker's partitions move after its session times out (the broker accepts
     # 2 s and up, see deploy/servers.py); heartbeats at a fifth of it.
     worker_session_timeout_s: float = Field(default=5.0, ge=2.0, le=60.0)
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
     # Kafka transactions on top of the idempotent handlers; off by default (faust-streaming #517, #323, #177).
     exactly_once: bool = False
     worker_linger_ms: int = Field(default=5, ge=0)
+    # An agent takes up to this many records at a time (or what came within the wait) and applies
+    # them in order, each key read once; 1 handles one record at a time.
+    worker_batch_max: int = Field(default=500, ge=1)
+    worker_batch_within_s: float = Field(default=0.005, gt=0)
     # Step timeouts; unset means the saga's own default (topologies/saga.py).
     payment_timeout_s: float | None = Field(default=None, gt=0)
     reservation_timeout_s: float | None = Field(default=None, gt=0)

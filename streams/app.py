@@ -15,6 +15,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
+from functools import partial
 
 import faust
 from faust.web import Request, Response, View
@@ -40,8 +41,10 @@ log = logging.getLogger("shopflow.worker")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
 # Debug records of the Kafka client and of Faust's topics were built (then dropped) for every message:
 # 4% of a worker's time flat out (py-spy).
-logging.getLogger("aiokafka").setLevel(logging.INFO)
-logging.getLogger("faust.topics").setLevel(logging.INFO)
+# Faust's worker sets the root logger to DEBUG whatever --loglevel says (faust/worker.py:384-390), so
+# their levels are set here.
+for _name in ("aiokafka", "faust", "mode"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 
 def _now_ms() -> int:
@@ -129,50 +132,89 @@ class Worker:
     def _agent(self, route: Route) -> None:
         source = self.app.topic(*[t.name for t in route.topics], key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw")
+        batch_max, within = self.settings.worker_batch_max, self.settings.worker_batch_within_s
 
         async def agent(stream):
-            async for event in stream.events():
-                await self.process(route, event)
+            if self.settings.exactly_once or batch_max == 1:  # a transaction follows the current event
+                async for event in stream.events():
+                    await self.process(route, [event])
+            else:
+                # Faust acks a batch's events once this returns, and commits an acked offset only after
+                # flushing the producer: the commit stays behind the delivery of what they caused.
+                async for events in stream.take_events(batch_max, within):
+                    await self.process(route, events)
 
         agent.__name__ = agent.__qualname__ = route.agent.replace("-", "_")
         self.app.agent(source, name=route.agent, concurrency=1)(agent)
 
-    async def process(self, route: Route, event) -> None:
-        record_in = FaustRecord(event.message)
-        decoded, letter = decode_or_dead_letter(self.codec, record_in)
-        if letter is not None:
-            await self._dead_letter(letter)
-            return
-        record = self.codec.record_name(event.message.value)
-        value = plain(decoded)
+    async def process(self, route: Route, events) -> None:
+        """Apply a batch of records in order: each key read once, each record's writes in the order it
+        made them (one changelog partition keeps them in that order, which the inventory relies on),
+        every record it caused sent. Table writes name their partition (the records'): Faust's
+        ``table[key] = v`` takes it from the stream's current event, which a batch does not have
+        (faust-streaming #497), so the store and the changelog are written directly."""
         table = self.tables[route.table.name] if route.table else None
-        load = (lambda key: decode(_read(table, key))) if table is not None else None
+        cache: dict[tuple[int, str], dict | None] = {}
+        writes: list[tuple[int, str, bytes | None]] = []
         now = _now_ms()
-        try:
-            result = await self.engine.apply(route, record, value, load, now, event.message.offset)
-            if route is INVENTORY_ROUTE:
-                self._sweep_settled(table, event.message.partition, result, load, now)
-        except Unexpected as exc:
-            await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
-            return
-        except Exception as exc:  # noqa: BLE001 - a fault of ours: Faust would restart the agent and skip the record
-            log.exception("%s[%d]@%d failed", event.message.topic, event.message.partition, event.message.offset)
-            await self._dead_letter(dead_letter(record_in, "processing-failed", f"{type(exc).__name__}: {exc}"))
-            return
-        for key, stored in result.writes.items():
-            self._store(table, key, stored)
-            deadline = stored and (stored.get("deadline_ms") or stored.get("expires_ms"))
-            if route.table in (ORDERS_TABLE, CARTS_TABLE) and deadline:
-                heapq.heappush(self._deadlines, (deadline, route.table.name, key))
-        for output in result.outputs:
-            await self.send(output)
+        for event in events:
+            message = event.message
+            record_in = FaustRecord(message)
+            decoded, letter = decode_or_dead_letter(self.codec, record_in)
+            if letter is not None:
+                await self._dead_letter(letter)
+                continue
+            p = message.partition
+            load = None if table is None else partial(self._load, table, cache, p)
+            try:
+                result = await self.engine.apply(route, self.codec.record_name(message.value), plain(decoded),
+                                                 load, now, message.offset)
+                if route is INVENTORY_ROUTE:
+                    self._sweep_settled(table, p, result, load, now)
+            except Unexpected as exc:
+                await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a fault of ours: Faust would restart the agent, skipping it
+                log.exception("%s[%d]@%d failed", message.topic, p, message.offset)
+                await self._dead_letter(dead_letter(record_in, "processing-failed", f"{type(exc).__name__}: {exc}"))
+                continue
+            for key, stored in result.writes.items():
+                cache[(p, key)] = stored
+                # The inventory's writes go out as made: a sku's value and the row after it must stay in
+                # that order for every record. Other entities are one key a record: last value wins.
+                writes.append((p, key, encode(stored) if stored is not None and route is INVENTORY_ROUTE else None))
+                deadline = stored and (stored.get("deadline_ms") or stored.get("expires_ms"))
+                if route.table in (ORDERS_TABLE, CARTS_TABLE) and deadline:
+                    heapq.heappush(self._deadlines, (deadline, route.table.name, key))
+            for output in result.outputs:
+                await self.send(output)
+        self._store(table, cache, writes)
 
     @staticmethod
-    def _store(table, key: str, stored: dict | None) -> None:
-        if stored is not None:
-            table[key.encode()] = encode(stored)
-        elif key.encode() in table:
-            del table[key.encode()]
+    def _load(table, cache: dict, partition: int, key: str) -> dict | None:
+        at = (partition, key)
+        if at not in cache:
+            cache[at] = decode(table.data._db_for_partition(partition).get(key.encode()))
+        return cache[at]
+
+    @staticmethod
+    def _store(table, cache: dict, writes: list[tuple[int, str, bytes | None]]) -> None:
+        """The batch's writes: a write carrying its own bytes goes out as it is, in its place; any other
+        key is written once, with its last value, in its last place."""
+        last = {(p, key): i for i, (p, key, _) in enumerate(writes)}
+        for i, (p, key, raw) in enumerate(writes):
+            if raw is None:
+                if last[(p, key)] != i:
+                    continue
+                stored = cache[(p, key)]
+                raw = None if stored is None else encode(stored)
+            db = table.data._db_for_partition(p)
+            if raw is None:
+                db.delete(key.encode())
+            else:
+                db.put(key.encode(), raw)
+                table.data._key_index[key.encode()] = p  # where reads from outside a stream look first
+            table.send_changelog(p, key.encode(), raw)
 
     def _sweep_settled(self, table, partition: int, result, load, now: int) -> None:
         """Note the reservation rows this record settled; add the deletes of rows whose keep time is over."""
