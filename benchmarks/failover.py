@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.failover [--rate 100] [--seconds 60]
 
-Needs the stack up and no other worker in the `shopflow` group. Two workers (standby replicas 1, the saga's
+Needs the stack up and no other worker in the `shopflow` group. Two workers (the worker settings in the
+environment, e.g. SHOPFLOW_STANDBY_REPLICAS or SHOPFLOW_WORKER_STATIC_MEMBERSHIP to compare; the saga's
 default step timeouts); --rate one-line approved orders/s for --seconds with no kill (A), then again with
 one worker SIGKILLed at the middle and restarted at once on its web port and data dir (B). From broker
 timestamps: completions/s, the longest gap without one around the kill, p50/p99 placed -> terminal, TIMEOUT
@@ -47,7 +48,7 @@ def start_worker(port: int, gen: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_PAYMENT_TIMEOUT_S", "_RESERVATION_TIMEOUT_S"))}
     return subprocess.Popen([sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(port), "--loglevel", "info"],
                             stdout=open(settings.log_dir / f"bench-failover-{port}-{gen}.log", "w"),
-                            stderr=subprocess.STDOUT, env={**env, "SHOPFLOW_STANDBY_REPLICAS": "1"})
+                            stderr=subprocess.STDOUT, env=env)
 
 
 def health(port: int) -> int | None:
@@ -230,7 +231,9 @@ def main() -> None:
     (settings.home / "bench-failover.json").write_text(json.dumps({"A": a, "B": b, "monitor": monitor.events}))
     foreign = [monitor.foreign(a["start"], b["start"], None), monitor.foreign(b["start"], now_ms(), b["mid"])]
     body = report(args.rate, args.seconds, a, b, monitor.events, foreign)
-    write_section("failover", body)
+    knobs = [k for k, on in (("standby replicas", settings.standby_replicas),
+                             ("static membership", settings.worker_static_membership)) if on]
+    write_section("failover" + (f" ({', '.join(knobs)})" if knobs else ""), body)
     print(body)
 
 
@@ -271,7 +274,9 @@ def report(rate: float, seconds: float, a: dict, b: dict, events: list, foreign:
         f"```\nA: {' '.join(map(str, ra['per_s']))}\nB: {' '.join(map(str, rb['per_s']))}\n```\n\n"
         f"Phase B, consumer group `{GROUP}` (state/members) and /health/ answers, seconds from the kill:\n\n"
         f"```\n{timeline}\n```\n\n"
-        f"Command: `.venv/bin/python -m benchmarks.failover --rate {rate:.0f} --seconds {seconds:.0f}`\n"
+        f"Command: `SHOPFLOW_STANDBY_REPLICAS={settings.standby_replicas} "
+        f"SHOPFLOW_WORKER_STATIC_MEMBERSHIP={str(settings.worker_static_membership).lower()} "
+        f".venv/bin/python -m benchmarks.failover --rate {rate:.0f} --seconds {seconds:.0f}`\n"
     )
 
 
