@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     worker_session_timeout_s: float = Field(default=5.0, ge=2.0, le=60.0)
     worker_heartbeat_s: float = Field(default=1.0, gt=0)
     worker_rebalance_timeout_s: float = Field(default=20.0, gt=0)
-    # Static membership (group.instance.id = host and web port): a worker back within its session
+    # Static membership (group.instance.id = host name and web port): a worker back within its session
     # timeout keeps its partitions with no rebalance. Off by default: a worker stopped cleanly then
     # holds its partitions for a whole session timeout too (no LeaveGroup), and two workers given one
     # id fence each other with an error aiokafka does not handle (aiokafka #1186).

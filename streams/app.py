@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import socket
 import time
 from collections import OrderedDict
 from functools import partial
@@ -88,7 +89,8 @@ class Worker:
             broker_heartbeat_interval=settings.worker_heartbeat_s,
             broker_rebalance_timeout=settings.worker_rebalance_timeout_s,
             broker_request_timeout=max(20.0, settings.worker_session_timeout_s),
-            consumer_group_instance_id=f"{APP_ID}-{settings.host}-{port}" if settings.worker_static_membership else None,
+            consumer_group_instance_id=(f"{APP_ID}-{socket.gethostname()}-{port}"
+                                        if settings.worker_static_membership else None),
         )
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
