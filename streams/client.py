@@ -89,6 +89,13 @@ class SagaClient:
             "event_id": str(uuid.uuid4()), "order_id": order_id, "requested_by": by, "occurred_at": now_ms(),
         }))
 
+    def seed_stock(self, stock: dict[str, int]) -> None:
+        """Units on hand per sku (skus at zero left unlisted), delivered before it returns."""
+        for sku, units in stock.items():
+            if units:
+                self.adjust_stock(sku, units)
+        self.flush()
+
     def adjust_stock(self, sku: str, delta: int, reason: str = "seed") -> None:
         self.send(Output(STOCK_REQUESTS, "shopflow.inventory.StockAdjusted", {
             "event_id": str(uuid.uuid4()), "sku": sku, "delta": delta, "reason": reason,

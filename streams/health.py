@@ -33,7 +33,7 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = BROKER_CHECK_TIM
 def report(app, broker_problem: str | None) -> dict:
     consumer = app.consumer
     now = time.monotonic()
-    committed_at = getattr(consumer, "tp_last_committed_at", {})
+    committed_at = consumer._thread.tp_last_committed_at  # the aiokafka thread's, set at each commit
     partitions = {}
     for tp in sorted(consumer.assignment()):
         acked = consumer._acked.get(tp) or []  # processed, not yet committed

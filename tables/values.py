@@ -52,8 +52,13 @@ class _Stored:
         return event_id in self.processed
 
     def remember(self, event_id: str) -> None:
-        self.processed.append(event_id)
-        del self.processed[:-PROCESSED_KEPT]
+        _keep_last(self.processed, event_id, PROCESSED_KEPT)
+
+
+def _keep_last(ids: list[str], event_id: str, kept: int) -> None:
+    """A bounded memory of ids: the newest ``kept`` of them."""
+    ids.append(event_id)
+    del ids[:-kept]
 
 
 @dataclass
@@ -122,8 +127,7 @@ class StockState(_Stored):
         return event_id in self.adjustments
 
     def remember_adjustment(self, event_id: str) -> None:
-        self.adjustments.append(event_id)
-        del self.adjustments[:-ADJUSTMENTS_KEPT]
+        _keep_last(self.adjustments, event_id, ADJUSTMENTS_KEPT)
 
 
 @dataclass

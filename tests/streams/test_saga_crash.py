@@ -65,10 +65,7 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
     seeded = {f"{run}-SKU-{i:02d}": rng.choice([0, 40, 150, 400]) for i in range(20)}
     client = SagaClient(stack, codec)
     reader = TopicReader(stack, codec, SAGA_TOPICS, from_end=True)
-    for sku, units in seeded.items():
-        if units:
-            client.adjust_stock(sku, units)
-    client.flush()
+    client.seed_stock(seeded)
     poison = Producer({"bootstrap.servers": stack.bootstrap_servers})
     for i in range(5):
         poison.produce(ORDER_COMMANDS.name, key=f"{run}-poison-{i}".encode(), value=b"\x00\x00\x00\x00not avro")

@@ -38,10 +38,7 @@ def test_a_thousand_random_orders_keep_every_invariant(stack, saga_workers, code
     seeded = {f"{run}-SKU-{i:02d}": rng.choice([0, 20, 60, 150, 300]) for i in range(25)}
     client = SagaClient(stack, codec)
     reader = TopicReader(stack, codec, SAGA_TOPICS, from_end=True)
-    for sku, units in seeded.items():
-        if units:
-            client.adjust_stock(sku, units)
-    client.flush()
+    client.seed_stock(seeded)
 
     order_ids = []
     for n in range(ORDERS):
