@@ -28,7 +28,7 @@ from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
 from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route, plain
 from shopflow.streams.inventory import SettledRows
-from shopflow.streams import health
+from shopflow.streams import faust_fixes, health
 from shopflow.streams.carts import due_expiries
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
@@ -122,6 +122,12 @@ class Worker:
         for route in ROUTES:
             self._agent(route)
         self.app.timer(interval=settings.deadline_scan_s)(self._scan_deadlines)
+        if not settings.exactly_once:
+            faust_fixes.hold_commits_at_holes()
+
+            @self.app.timer(interval=1.0)
+            async def heal_holes() -> None:
+                await faust_fixes.heal_holes(self.app, after_s=5.0)
         self._views()
         health.install(self.app, settings.bootstrap_servers)
 
