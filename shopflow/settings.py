@@ -67,10 +67,12 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(default=1.0, gt=0)
     worker_rebalance_timeout_s: float = Field(default=20.0, gt=0)
     # Static membership (group.instance.id = host name and web port): a worker back within its session
-    # timeout keeps its partitions with no rebalance. Off by default: a worker stopped cleanly then
-    # holds its partitions for a whole session timeout too (no LeaveGroup), and two workers given one
-    # id fence each other with an error aiokafka does not handle (aiokafka #1186).
-    worker_static_membership: bool = False
+    # timeout takes its partitions back with no rebalance (benchmarks.failover: a kill -9 and restart
+    # left a 0.2 s gap instead of 3 s, and every order was under a second again after 2.4 s instead of
+    # 12.2 s). The cost: a worker stopped cleanly holds its partitions for a session timeout too
+    # (aiokafka sends no LeaveGroup with it), and two processes given one id fence each other with an
+    # error aiokafka does not handle (aiokafka #1186), which host name and port rule out on one host.
+    worker_static_membership: bool = True
     # No StepTimedOut is sent while the workers rebalance and for this long after: a deadline passed
     # while a failover held the saga is not the step's fault.
     failover_grace_s: float = Field(default=10.0, ge=0)
