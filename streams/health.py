@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 from faust.web import Request, Response, View
 
 log = logging.getLogger("shopflow.worker")
@@ -23,11 +23,15 @@ BROKER_CHECK_TIMEOUT_S = 2.0
 
 def broker_reachable(bootstrap_servers: str, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> str | None:
     """None when the broker answers a metadata request in time; otherwise why not."""
+    # A producer, which can be closed: an admin client cannot, and would go on retrying a stopped broker.
+    client = Producer({"bootstrap.servers": bootstrap_servers})
     try:
-        AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=timeout_s)
+        client.list_topics(timeout=timeout_s)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
         return f"the broker at {bootstrap_servers} did not answer in {timeout_s:g}s ({exc})"
+    finally:
+        client.close()
 
 
 def report(app, broker_problem: str | None) -> dict:

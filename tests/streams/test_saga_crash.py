@@ -70,6 +70,7 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
     for i in range(5):
         poison.produce(ORDER_COMMANDS.name, key=f"{run}-poison-{i}".encode(), value=b"\x00\x00\x00\x00not avro")
     poison.flush(10)
+    poison.close()
 
     placed: list[tuple[str, str]] = []
     producer = threading.Thread(target=_place_orders, args=(client, run, sorted(seeded), rng, placed))
