@@ -281,7 +281,8 @@ def replay(
 
     import httpx
 
-    from shopflow.streams.replay import run_on_broker, run_scenario
+    from shopflow.streams.replay import run_scenario
+    from shopflow.streams.replay_broker import run_on_broker
 
     settings = get_settings()
     url = worker_url or f"http://{settings.host}:{settings.worker_port}"

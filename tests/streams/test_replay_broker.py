@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shopflow.streams.replay import run_on_broker
+from shopflow.streams.replay_broker import run_on_broker
 
 pytestmark = pytest.mark.integration
 
