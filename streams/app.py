@@ -256,6 +256,11 @@ class Worker:
 
     async def _on_rebalanced(self, sender, **kwargs) -> None:
         self._hold_deadlines_until = time.monotonic() + self.settings.failover_grace_s
+        # A table view finds a key's owner through the producer's metadata of the table's changelog,
+        # which it has only once it has written there: a read before the first write answered 500.
+        producer = self.app.producer._ensure_producer()
+        for table in self.tables.values():
+            await producer.partitions_for(table.changelog_topic.get_topic_name())
 
     async def _scan_deadlines(self) -> None:
         """Send StepTimedOut for passed order deadlines and CartExpired for idle carts: from the index

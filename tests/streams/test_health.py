@@ -3,6 +3,8 @@ what each partition has processed but not committed; Given a broker that does no
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -27,3 +29,13 @@ def test_a_running_worker_is_healthy_and_reports_its_partitions(stack, saga_work
     # Between them the two workers hold every partition of the saga's input topics.
     assert {f"{ORDER_COMMANDS.name}/{p}" for p in range(ORDER_COMMANDS.partitions)} <= set(partitions)
     assert all(v["uncommitted"] >= 0 for v in partitions.values())
+
+
+@pytest.mark.integration
+def test_a_table_view_answers_for_a_key_no_record_has_written(stack, saga_workers):
+    """Given workers that have written nothing to the carts table yet, When a cart nobody has is asked
+    for, Then it is a 404 from the key's owner (it was a 500: the owner was looked up in metadata the
+    producer had only after its first write there)."""
+    for url in saga_workers:
+        r = httpx.get(f"{url}/carts/nobody-{uuid.uuid4().hex}/", timeout=10, follow_redirects=True)
+        assert r.status_code == 404, r.text
