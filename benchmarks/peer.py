@@ -120,11 +120,8 @@ class PeerLoop:
 
             result = await self.engine.apply(route, record, value, load, now, msg.offset())
             if route is INVENTORY_ROUTE:
-                if not self.settled.known(p):
-                    self.settled.load(p, ())
-                for key, stored in result.writes.items():
-                    self.settled.note(p, key, stored)
-                result.writes.update({k: None for k in self.settled.sweep(p, load, now) if k not in result.writes})
+                db = self.dbs[(table, p)]
+                self.settled.track(p, result.writes, load, now, lambda: ((k.decode(), decode(v)) for k, v in db.items()))
             for key, stored in result.writes.items():
                 cache[(table, p, key)] = stored
                 dirty.add((table, p, key))

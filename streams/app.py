@@ -178,7 +178,9 @@ class Worker:
                 result = await self.engine.apply(route, self.codec.record_name(message.value), plain(decoded),
                                                  load, now, message.offset)
                 if route is INVENTORY_ROUTE:
-                    self._sweep_settled(table, p, result, load, now)
+                    db = table.data._db_for_partition(p)
+                    self.settled.track(p, result.writes, load, now,
+                                       lambda: ((k.decode(), decode(v)) for k, v in db.items()))
             except Unexpected as exc:
                 await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
                 continue
@@ -223,16 +225,6 @@ class Worker:
                 db.put(key.encode(), raw)
                 table.data._key_index[key.encode()] = p  # where reads from outside a stream look first
             table.send_changelog(p, key.encode(), raw)
-
-    def _sweep_settled(self, table, partition: int, result, load, now: int) -> None:
-        """Note the reservation rows this record settled; add the deletes of rows whose keep time is over."""
-        if not self.settled.known(partition):
-            db = table.data._db_for_partition(partition)  # the rows settled before this worker took the partition
-            self.settled.load(partition, ((k.decode(), decode(v)) for k, v in db.items()))
-        for key, stored in result.writes.items():
-            self.settled.note(partition, key, stored)
-        for key in self.settled.sweep(partition, load, now):
-            result.writes.setdefault(key, None)
 
     async def send(self, output: Output) -> None:
         value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)

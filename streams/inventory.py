@@ -184,41 +184,36 @@ def _answer(record: str, request: dict, now_ms: int, **fields) -> Output:
 class SettledRows:
     """The settled reservation rows of the partitions a process owns, by when they may be dropped.
 
-    The worker and the replay harness note every row they write and, while handling a partition's
-    records, delete that partition's rows whose keep time is over: deletes happen inside the stream,
-    in the partition that owns the row, so they reach the changelog like any other write. A partition
-    taken over from another process is read once (``load``) for the rows settled before it came.
+    The worker, the replay harness and the benchmarks' peer loop call ``track`` for every record the
+    inventory handles: it notes the rows the record wrote and adds to its writes the deletes of that
+    partition's rows whose keep time is over. Deletes thus happen inside the stream, in the partition
+    that owns the row, and reach the changelog like any other write. A partition met for the first
+    time is read once for the rows settled before this process took it.
     """
 
     def __init__(self, keep_ms: int = SETTLED_KEEP_MS):
         self.keep_ms = keep_ms
         self._due: dict[int, list[tuple[int, str]]] = {}
 
-    def known(self, partition: int) -> bool:
-        return partition in self._due
-
-    def load(self, partition: int, rows: Iterable[tuple[str, dict]]) -> None:
-        self._due[partition] = []
-        for key, value in rows:
-            self.note(partition, key, value)
+    def track(self, partition: int, writes: dict[str, dict | None], load: Callable[[str], dict | None],
+              now_ms: int, stored_rows: Callable[[], Iterable[tuple[str, dict]]]) -> None:
+        if partition not in self._due:
+            self._due[partition] = []
+            for key, value in stored_rows():
+                self._note(partition, key, value)
+        for key, value in writes.items():
+            self._note(partition, key, value)
+        due = self._due[partition]
+        while due and due[0][0] <= now_ms:
+            _, key = heapq.heappop(due)
+            current = load(key)  # a row written again since it was noted is checked anew
+            if current is not None and Reservation.from_dict(current).expired(now_ms, self.keep_ms):
+                writes.setdefault(key, None)
 
     def forget(self, partition: int) -> None:
         self._due.pop(partition, None)
 
-    def note(self, partition: int, key: str, value: dict | None) -> None:
+    def _note(self, partition: int, key: str, value) -> None:
         # Faust keeps its own entries (a partition's restored offset) in the same database: rows only.
         if is_reservation_key(key) and isinstance(value, dict) and value.get("settled_ms") is not None:
-            heapq.heappush(self._due.setdefault(partition, []), (value["settled_ms"] + self.keep_ms, key))
-
-    def sweep(self, partition: int, load: Callable[[str], dict | None], now_ms: int) -> dict[str, None]:
-        """The deletes due in ``partition`` now (a row written again since it was noted is checked anew)."""
-        due, deletes = self._due.get(partition), {}
-        while due and due[0][0] <= now_ms:
-            _, key = heapq.heappop(due)
-            current = load(key)
-            if current is not None and Reservation.from_dict(current).expired(now_ms, self.keep_ms):
-                deletes[key] = None
-        return deletes
-
-    def __len__(self) -> int:
-        return sum(len(d) for d in self._due.values())
+            heapq.heappush(self._due[partition], (value["settled_ms"] + self.keep_ms, key))

@@ -224,7 +224,7 @@ class Replay:
                 self.dead_letters.append((sent, str(exc)))
                 continue
             if route is INVENTORY_ROUTE:
-                self._sweep_settled(table, partition, result, load)
+                self.settled.track(partition, result.writes, load, self.now_ms, lambda: table.items(partition))
             crash = self._crash_on(sent, len(result.outputs), len(result.writes))
             outputs = result.outputs
             writes = list(result.writes.items())
@@ -261,14 +261,6 @@ class Replay:
         self._queue.extendleft(reversed([*again, (output, offset)]))
         self._handled.clear()
         self.settled = SettledRows(self.settled.keep_ms)
-
-    def _sweep_settled(self, table: RocksTable, partition: int, result, load) -> None:
-        if not self.settled.known(partition):
-            self.settled.load(partition, table.items(partition))
-        for k, v in result.writes.items():
-            self.settled.note(partition, k, v)
-        for k in self.settled.sweep(partition, load, self.now_ms):
-            result.writes.setdefault(k, None)
 
     def report(self, stuck_after_ms: int = 10**12):
         return audit(((s.record, s.value) for s in self.log), dict(self.tables["inventory"].items()),

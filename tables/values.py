@@ -147,10 +147,6 @@ class Reservation(_Stored):
     reason: str = "OUT_OF_STOCK"  # why a REJECTED line was refused
     settled_ms: int | None = None
 
-    @property
-    def key(self) -> str:
-        return reservation_key(self.sku, self.order_id)
-
     def expired(self, now_ms: int, keep_ms: int = SETTLED_KEEP_MS) -> bool:
         return self.settled_ms is not None and self.settled_ms + keep_ms <= now_ms
 
