@@ -1,8 +1,8 @@
 """The saga under kill -9, on the real broker: two workers, ~2,000 orders, a worker killed at random
 moments and restarted on its data dir; judged from the topics and the tables' changelogs.
 
-Given stock over 20 skus (some sold out), orders at ~100/s (declined cards, customer cancels, retried
-commands, poison records), When a worker is killed -9 at least five times while they run, Then every
+Given stock over 20 skus (some sold out), orders in seven waves (declined cards, customer cancels,
+retried commands, poison records), When a worker is killed -9 while each of six waves is in flight, Then every
 order ends exactly once, no unit is left held or lost, nobody is charged twice, no approving order is
 cancelled by a timeout, and the poison records are dead letters.
 
@@ -13,7 +13,6 @@ The session's two workers are restarted for this test with the saga's own step t
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -30,27 +29,27 @@ from shopflow.topologies.catalog import ORDER_COMMANDS
 pytestmark = pytest.mark.integration
 
 ORDERS = 2000
-RATE = 100  # orders/s
 KILLS = 6
 TERMINAL = {"OrderConfirmed", "OrderCancelled"}
 
 
-def _place_orders(client: SagaClient, run: str, skus: list[str], rng: random.Random, placed: list) -> None:
-    """ORDERS orders at RATE/s: mostly approving cards, some declined, retries and cancels among them."""
-    start = time.monotonic()
-    for n in range(ORDERS):
+def _place_orders(client: SagaClient, run: str, numbers: range, skus: list[str], rng: random.Random,
+                  placed: list) -> list[str]:
+    """Orders with mostly approving cards, some declined, retries and cancels among them; their ids."""
+    ids = []
+    for n in numbers:
         order_id = f"{run}-o{n:04d}"
         token = rng.choices(["tok_approve", "tok_decline", "tok_insufficient"], [8, 1, 1])[0]
         lines = [(sku, rng.randint(1, 3), 1000) for sku in rng.sample(skus, rng.randint(1, 3))]
         client.place(order_id, lines, token)
         placed.append((order_id, token))
+        ids.append(order_id)
         if n % 37 == 0:  # a client retrying its command: same order, a new event id
             client.place(order_id, lines, token)
         if n % 23 == 0:
             client.cancel(order_id)
-        client.producer.poll(0)
-        time.sleep(max(0.0, start + (n + 1) / RATE - time.monotonic()))
     client.flush()
+    return ids
 
 
 def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_factory, saga_workers, codec):
@@ -72,32 +71,39 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
     poison.flush(10)
     poison.close()
 
-    placed: list[tuple[str, str]] = []
-    producer = threading.Thread(target=_place_orders, args=(client, run, sorted(seeded), rng, placed))
-    producer.start()
-    events, kills = [], []
+    events, ended, placed, kills = [], set(), [], []
+
+    def read_until(done, what: str, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, f"{what} not within {timeout_s:.0f}s after {len(kills)} kills"
+            for _, record, value, _ in (batch := reader.poll(0.2)):
+                if record in TERMINAL and value["order_id"].startswith(run):
+                    ended.add(value["order_id"])
+            events.extend(batch)
+
     try:
-        while producer.is_alive() or len(kills) < KILLS:
-            deadline = time.monotonic() + rng.uniform(2.0, 5.0)
-            while time.monotonic() < deadline:
-                events += reader.poll(0.2)
+        # The orders go in KILLS + 1 waves; while a wave is in flight, once a random share of it has
+        # ended, a random worker is killed -9 and restarted on its data dir (the next wave then meets
+        # a worker restarting, or the rebalance after it).
+        waves = [range(ORDERS * i // (KILLS + 1), ORDERS * (i + 1) // (KILLS + 1)) for i in range(KILLS + 1)]
+        for wave in waves:
+            ids = _place_orders(client, run, wave, sorted(seeded), rng, placed)
             if len(kills) < KILLS:
+                share = rng.uniform(0.05, 0.8)
+                read_until(lambda: sum(o in ended for o in ids) >= share * len(ids), f"{share:.0%} of a wave")
                 victim = rng.choice(ports)
                 worker_factory.kill(victim)
                 kills.append((victim, time.time()))
                 worker_factory.start(victim)
-        producer.join()
         worker_factory.wait_ready(ports)
-        # Until every order has ended and nothing has moved for 5 s (compensations settle).
-        last_new, deadline = time.monotonic(), time.monotonic() + 300
-        while time.monotonic() < deadline:
-            batch = reader.poll(0.5)
-            if batch:
-                events += batch
+        read_until(lambda: len(ended) >= ORDERS, "every order's end", timeout_s=300)
+        # Then until nothing has moved for 5 s: the compensations and settlements that follow an end.
+        last_new = time.monotonic()
+        while time.monotonic() - last_new < 5:
+            if batch := reader.poll(0.5):
+                events.extend(batch)
                 last_new = time.monotonic()
-            ended = {v["order_id"] for _, r, v, _ in events if r in TERMINAL and v["order_id"].startswith(run)}
-            if len(ended) >= ORDERS and time.monotonic() - last_new >= 5:
-                break
     finally:
         reader.close()
         client.close()
