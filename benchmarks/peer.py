@@ -22,28 +22,30 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import psutil
 import rocksdict
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from tqdm import tqdm
 
+from benchmarks.progress import tqdm
 from benchmarks.results import write_section
 from benchmarks.saga import follow, place, start_workers, stop_workers
-from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec, CodecError
+from shopflow.schemas.orders import OrderCancelled, OrderConfirmed
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import get_settings
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, producer_config
-from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, plain, route_for
+from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, route_for
 from shopflow.streams.inventory import SettledRows
 from shopflow.streams.runtime import Output
 from shopflow.tables import TABLES
-from shopflow.tables.values import decode, encode
+from shopflow.tables.values import decode, encode, stored_items
+from shopflow.topologies.apply import apply_topics
 
-TERMINAL_RECORDS = {"shopflow.orders.OrderConfirmed", "shopflow.orders.OrderCancelled"}
+TERMINAL_RECORDS = (OrderConfirmed, OrderCancelled)
 
 
 class PeerLoop:
@@ -72,9 +74,9 @@ class PeerLoop:
         return [(self.topic(f"{spec.name}-changelog"), spec.partitions) for spec in TABLES]
 
     def send(self, output: Output) -> None:
-        value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
+        value = self.codec.encode(output.topic, output.record)
         self._produce(self.topic(output.topic.name), output.key.encode(), value)
-        if output.record in TERMINAL_RECORDS:
+        if isinstance(output.record, TERMINAL_RECORDS):
             self.terminal += 1
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int = -1) -> None:
@@ -106,8 +108,11 @@ class PeerLoop:
                 continue
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             route = route_for(msg.topic()[len(self.prefix):])
+            data = msg.value()
+            if route is None or data is None:
+                continue  # a topic no agent consumes; a tombstone the workers dead-letter
             try:
-                record, value = self.codec.record_name(msg.value()), plain(self.codec.decode(msg.value()))
+                record = self.codec.decode_record(data)
             except CodecError:
                 continue  # the workers dead-letter it; the benchmark sends none
             table, p = (route.table.name if route.table else ""), msg.partition()
@@ -118,10 +123,9 @@ class PeerLoop:
                     cache[at] = decode(self.dbs[at[:2]].get(key.encode()))
                 return cache[at]
 
-            result = await self.engine.apply(route, record, value, load, now, msg.offset())
+            result = await self.engine.apply(route, record, load if route.table else None, now, msg.offset())
             if route is INVENTORY_ROUTE:
-                db = self.dbs[(table, p)]
-                self.settled.track(p, result.writes, load, now, lambda: ((k.decode(), decode(v)) for k, v in db.items()))
+                self.settled.track(p, result.writes, load, now, partial(stored_items, self.dbs[(table, p)]))
             for key, stored in result.writes.items():
                 cache[(table, p, key)] = stored
                 dirty.add((table, p, key))
@@ -191,7 +195,7 @@ def run_peer(settings, orders: int, skus: list[str], run: str, batch: int) -> tu
 
     class Prefixed(SagaClient):  # the same commands, onto the peer's topics
         def send(self, output: Output) -> None:
-            value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
+            value = self.codec.encode(output.topic, output.record)
             self.producer.produce(prefix + output.topic.name, key=output.key.encode(), value=value)
             self.producer.poll(0)
 
@@ -216,6 +220,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="the peer's records per poll")
     args = ap.parse_args()
     settings = get_settings()
+    apply_topics(AdminClient({"bootstrap.servers": settings.bootstrap_servers}))  # stock is seeded before any worker
     run = uuid.uuid4().hex[:6]
     skus = [f"{run}-PEER-{i:02d}" for i in range(20)]
     faust_rate, faust_cpu = run_faust(settings, args.orders, skus, run)

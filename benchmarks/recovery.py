@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 MARK = "RECOVERY-DONE "
 TABLE = "stock"
@@ -40,10 +41,11 @@ def worker_main(app_id: str, datadir: str, partitions: int, loglevel: str = "war
     from shopflow.settings import get_settings
 
     settings = get_settings()
-    app = faust.App(app_id, broker=f"kafka://{settings.bootstrap_servers}", store="rocksdb://", datadir=datadir,
+    # Any: the report reads Faust internals (recovery, the store's partitions) its types do not declare.
+    app: Any = faust.App(app_id, broker=f"kafka://{settings.bootstrap_servers}", store="rocksdb://", datadir=datadir,
                     web_enabled=False, topic_replication_factor=1, topic_partitions=partitions,
                     consumer_auto_offset_reset="earliest")
-    table = app.Table(TABLE, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+    table: Any = app.Table(TABLE, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
     ticks = app.topic(f"{app_id}-ticks", key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", partitions=partitions)
     assigned: list[float] = []
@@ -64,7 +66,7 @@ def worker_main(app_id: str, datadir: str, partitions: int, loglevel: str = "war
         now, mono = time.time(), time.monotonic()
         wall = lambda m: None if m is None else now - (mono - m)  # noqa: E731
         store = table.data
-        restored = sum(1 for p in range(partitions) for k in store._db_for_partition(p).keys()
+        restored = sum(1 for p in range(partitions) for k in store._db_for_partition(p).keys()  # noqa: SIM118 - RocksDB's key iterator
                        if k != store.offset_key)
         print(MARK + json.dumps({"ready": now, "assigned": assigned[0] if assigned else None,
                                  "read_from": wall(recovery._recovery_started_at),
@@ -76,8 +78,7 @@ def worker_main(app_id: str, datadir: str, partitions: int, loglevel: str = "war
 
 def fill(producer, topic: str, keys: range, width: int, version: int, label: str) -> float:
     """Produce one record per key; the mean value size in bytes."""
-    from tqdm import tqdm
-
+    from benchmarks.progress import tqdm
     from shopflow.tables.values import StockState, encode
 
     size = 0
@@ -104,7 +105,7 @@ def run_worker(app_id: str, datadir: Path, partitions: int, label: str, timeout_
     cmd = [sys.executable, "-m", "benchmarks.recovery", "--worker", app_id, str(datadir),
            "--partitions", str(partitions), "--loglevel", loglevel]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child's log
                             cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + timeout_s
     print(f"{label}: worker started (pid {proc.pid}), waiting for table recovery ...", flush=True)
@@ -164,6 +165,7 @@ def main() -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from benchmarks.results import write_section
+    from shopflow.kafka import producer_config
     from shopflow.settings import get_settings
 
     settings = get_settings()
@@ -173,7 +175,7 @@ def main() -> None:
         admin.list_topics(timeout=5)
     except KafkaException as exc:
         raise SystemExit(f"Kafka is not reachable at {settings.bootstrap_servers} ({exc.args[0]}): "
-                         "run `shopflow stack up`")
+                         "run `shopflow stack up`") from None
 
     app_id = f"bench-recovery-{uuid.uuid4().hex[:8]}"
     changelog = f"{app_id}-{TABLE}-changelog"
@@ -185,9 +187,8 @@ def main() -> None:
         for f in admin.create_topics([NewTopic(changelog, partitions, 1, config={"cleanup.policy": "compact"}),
                                       NewTopic(f"{app_id}-ticks", partitions, 1)]).values():
             f.result()
-        producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 50,
-                             "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000,
-                             "partitioner": "murmur2_random", "acks": "all"})
+        producer = Producer(producer_config(settings.bootstrap_servers, "shopflow-recovery-benchmark", **{
+            "linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000}))
         width = max(6, len(str(args.keys)))
         value_size = fill(producer, changelog, range(1, args.keys + 1), width, 0, f"filling {changelog}")
 

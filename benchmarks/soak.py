@@ -27,13 +27,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
+from benchmarks.progress import tqdm
 from benchmarks.results import write_section
 from shopflow.streams.engine import Engine
 from shopflow.streams.inventory import SettledRows
 from shopflow.streams.payments import SimulatedGateway
-from shopflow.streams.replay import Replay, place_order
+from shopflow.streams.replay import Replay
+from shopflow.streams.replay_steps import place_order
 from shopflow.tables.values import SETTLED_KEEP_MS, encode, is_reservation_key
 
 SLICES = 10
@@ -59,7 +59,7 @@ async def soak(args) -> dict:
             def sample() -> int:
                 nonlocal max_size
                 for sku in skus:
-                    sizes[sku] = len(encode(inventory.get(sku)))
+                    sizes[sku] = len(encode(inventory.get(sku) or {}))
                 max_size = max(max_size, *sizes.values())
                 return max(sizes.values())
 
@@ -124,7 +124,7 @@ def main() -> None:
     expected_rows = min(args.orders, args.settle_keep_ms // args.ms_per_order)
     cpu_rates = r["cpu_rates"]
     slice_rows = "\n".join(f"| {i * 10}-{(i + 1) * 10}% | {rate:,.0f} | {cpu:,.0f} |"
-                           for i, (rate, cpu) in enumerate(zip(rates, cpu_rates)))
+                           for i, (rate, cpu) in enumerate(zip(rates, cpu_rates, strict=True)))
     cmd = (f".venv/bin/python -m benchmarks.soak --orders {args.orders} --skus {args.skus} "
            f"--ms-per-order {args.ms_per_order} --settle-keep-ms {args.settle_keep_ms}")
     body = (

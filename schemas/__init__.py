@@ -1,7 +1,8 @@
 """The event contracts: Avro schemas (.avsc), one per command and event, and the registry-framed codec.
 
 A schema lives at ``schemas/<context>/<Record>.avsc`` with namespace ``shopflow.<context>``, so a
-record's full name (``shopflow.orders.OrderPlaced``) says where its file is.
+record's full name (``shopflow.orders.OrderPlaced``) says where its file is; its typed record class sits
+beside it, in that folder's package (``shopflow.schemas.orders.OrderPlaced``, see ``schemas.records``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class Finding:
 
 def subjects() -> list[tuple[str, str]]:
     """(subject, record full name) for every record every catalog topic carries."""
-    return [(topic.subject(record), record) for topic in TOPICS for record in topic.values]
+    return [(topic.subject(record), record.AVRO_NAME) for topic in TOPICS for record in topic.values]
 
 
 def check_against_registry(registry: SchemaRegistry, schemas: dict[str, dict] | None = None) -> list[Finding]:

@@ -30,7 +30,7 @@ def check(new: dict | list | str, old: dict | list | str) -> list[str]:
 class _Names:
     """Named types of one schema by full name, so references can be followed."""
 
-    def __init__(self, schema):
+    def __init__(self, schema: object) -> None:
         self.types: dict[str, dict] = {}
         self._collect(schema, None)
 
@@ -138,9 +138,8 @@ def _resolve(reader, writer, rn: _Names, wn: _Names, path: str, out: list[str], 
         _resolve(reader["items"], writer["items"], rn, wn, f"{path}[]", out, seen)
     elif rk == "map":
         _resolve(reader["values"], writer["values"], rn, wn, f"{path}{{}}", out, seen)
-    elif rk == "fixed":
-        if reader["size"] != writer["size"]:
-            out.append(f"{path}: fixed size changed from {writer['size']} to {reader['size']}")
+    elif rk == "fixed" and reader["size"] != writer["size"]:
+        out.append(f"{path}: fixed size changed from {writer['size']} to {reader['size']}")
 
 
 def _readable(reader, writer, rn: _Names, wn: _Names) -> bool:
@@ -157,5 +156,5 @@ def _describe(schema) -> str:
     if isinstance(schema, list):
         return "[" + ", ".join(_describe(b) for b in schema) + "]"
     if isinstance(schema, dict):
-        return schema.get("name", schema["type"])
+        return str(schema.get("name", schema["type"]))
     return str(schema)

@@ -1,9 +1,15 @@
-"""Typed Python records for the Avro contracts: one frozen dataclass per .avsc, with converters to and from fastavro dicts.
+"""Typed Python records for the Avro contracts: the generic machinery and the shared value types.
+
+Each context's records sit with its schemas, one frozen dataclass per .avsc, in
+``shopflow.schemas.<context>`` (``schemas/orders/__init__.py`` beside ``schemas/orders/*.avsc``);
+this module holds what they share: ``AvroRecord`` (converters to and from fastavro dicts), the
+``shopflow.common`` value types (Money, OrderLine, Address) and ``record_type`` (a full name to its class).
 
 Each class mirrors its schema field for field, in the same order, so ``tests/schemas/test_records_contract.py``
-can hold the two together. The wire codec keeps working on plain dicts: ``record.to_avro()`` gives the
-dict to encode and ``Record.from_avro(decoded)`` takes what fastavro decodes (uuid as ``uuid.UUID``,
-timestamp-millis as an aware UTC ``datetime``, enums as ``str``).
+can hold the two together. The wire codec works on plain dicts: ``record.to_avro()`` gives the dict to
+encode and ``Record.from_avro(decoded)`` takes what fastavro decodes (uuid as ``uuid.UUID``,
+timestamp-millis as an aware UTC ``datetime``, enums as ``str``). ``from_avro`` also takes a timestamp as
+epoch milliseconds, the form a record takes in a table's JSON (``tables.values.encode``).
 
 A schema may put a defaulted field before a required one (``occurred_at`` always comes last), which a
 positional dataclass cannot express; those classes are ``kw_only`` so the field order still matches.
@@ -11,11 +17,13 @@ positional dataclass cannot express; those classes are ``kw_only`` so the field 
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from enum import Enum, StrEnum
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from functools import cache
 from types import NoneType, UnionType
 from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
@@ -27,6 +35,10 @@ _Convert = Callable[[Any], Any]
 _Plan = tuple[tuple[str, _Convert | None], ...]
 _PLANS: dict[type, tuple[_Plan, _Plan]] = {}
 _PLAIN = (str, int, bool, float, bytes, datetime)
+# Per class, built on first use from its plans: a function writing its dict in one expression, and one
+# reading a dict that has every field (the hot path: each record an agent consumes or emits).
+_TO_AVRO: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_FROM_FULL: dict[type, Callable[[Mapping[str, Any]], Any]] = {}
 
 
 class AvroRecord:
@@ -37,21 +49,23 @@ class AvroRecord:
 
     def to_avro(self) -> dict[str, Any]:
         """A plain dict for fastavro: nested records as dicts, enums as str, tuples as lists."""
-        out: dict[str, Any] = {}
-        for name, enc in _plans(type(self))[0]:
-            value = getattr(self, name)
-            out[name] = value if enc is None else enc(value)
-        return out
+        write = _TO_AVRO.get(type(self)) or _compile(type(self))[0]
+        return write(self)
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> Self:
         """The record from a fastavro-decoded dict; a missing key falls back to the field's default."""
-        kwargs: dict[str, Any] = {}
-        for name, dec in _plans(cls)[1]:
-            if name in d:
-                value = d[name]
-                kwargs[name] = value if dec is None else dec(value)
-        return cls(**kwargs)
+        read = _FROM_FULL.get(cls) or _compile(cls)[1]
+        try:
+            record: Self = read(d)
+            return record
+        except KeyError:  # a writer without some field: each missing one takes its default
+            kwargs: dict[str, Any] = {}
+            for name, dec in _plans(cls)[1]:
+                if name in d:
+                    value = d[name]
+                    kwargs[name] = value if dec is None else dec(value)
+            return cls(**kwargs)
 
 
 def _plans(cls: type[AvroRecord]) -> tuple[_Plan, _Plan]:
@@ -64,6 +78,25 @@ def _plans(cls: type[AvroRecord]) -> tuple[_Plan, _Plan]:
             tuple((n, _decoder(hints[n])) for n in names),
         )
     return plans
+
+
+def _compile(cls: type[AvroRecord]) -> tuple[Callable[[Any], dict[str, Any]], Callable[[Mapping[str, Any]], Any]]:
+    """The class's plans as two straight-line functions (generated once): a loop over the plan per record
+    cost as much as the rest of an agent's handling of it."""
+    encoders, decoders = _plans(cls)
+    scope: dict[str, Any] = {"cls": cls}
+    items, kwargs = [], []
+    for i, (name, enc) in enumerate(encoders):
+        scope[f"e{i}"] = enc
+        items.append(f"{name!r}: self.{name}" if enc is None else f"{name!r}: e{i}(self.{name})")
+    for i, (name, dec) in enumerate(decoders):
+        scope[f"d{i}"] = dec
+        kwargs.append(f"{name}=d[{name!r}]" if dec is None else f"{name}=d{i}(d[{name!r}])")
+    source = (f"def to_avro(self):\n    return {{{', '.join(items)}}}\n"
+              f"def from_full(d):\n    return cls({', '.join(kwargs)})\n")
+    exec(source, scope)  # noqa: S102 - code built here from the class's own field names
+    _TO_AVRO[cls], _FROM_FULL[cls] = scope["to_avro"], scope["from_full"]
+    return scope["to_avro"], scope["from_full"]
 
 
 def _optional_arg(hint: Any) -> Any | None:
@@ -108,6 +141,24 @@ def _uuid_str(v: Any) -> Any:
     return str(v) if isinstance(v, uuid.UUID) else v
 
 
+def _timestamp(v: Any) -> datetime:
+    return v if isinstance(v, datetime) else datetime_of_ms(v)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def datetime_of_ms(ms: int) -> datetime:
+    """An aware UTC datetime of epoch milliseconds (the Avro timestamp-millis value); exact, no float."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def ms_of(at: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, as timestamp-millis encodes it; exact, no float."""
+    return (at - _EPOCH) // _MS
+
+
 def _decoder(hint: Any) -> _Convert | None:
     origin = get_origin(hint)
     if origin is Annotated:
@@ -125,6 +176,8 @@ def _decoder(hint: Any) -> _Convert | None:
             return hint.from_avro
         if issubclass(hint, Enum):
             return hint
+        if issubclass(hint, datetime):
+            return _timestamp
         if issubclass(hint, _PLAIN):
             return None
     raise TypeError(f"no Avro conversion for {hint!r}")
@@ -165,453 +218,25 @@ class Address(AvroRecord):
     country: str
 
 
-# -- enums ---------------------------------------------------------------------------------------
-
-
-class CancelReason(StrEnum):
-    """Why an order was cancelled (shopflow.orders.CancelReason)."""
-
-    OUT_OF_STOCK = "OUT_OF_STOCK"
-    PAYMENT_FAILED = "PAYMENT_FAILED"
-    TIMEOUT = "TIMEOUT"
-    BY_CUSTOMER = "BY_CUSTOMER"
-    INVALID = "INVALID"
-
-
-class RejectReason(StrEnum):
-    """Why stock could not be reserved (shopflow.inventory.RejectReason)."""
-
-    OUT_OF_STOCK = "OUT_OF_STOCK"
-    UNKNOWN_SKU = "UNKNOWN_SKU"
-
-
-class PaymentFailureReason(StrEnum):
-    """Why a charge failed (shopflow.payments.PaymentFailureReason)."""
-
-    DECLINED = "DECLINED"
-    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-    TIMEOUT = "TIMEOUT"
-    GATEWAY_ERROR = "GATEWAY_ERROR"
-
-
-class Role(StrEnum):
-    """What a user may do (shopflow.users.Role); readers fall back to CUSTOMER for unknown symbols."""
-
-    CUSTOMER = "CUSTOMER"
-    ADMIN = "ADMIN"
-
-
-class Channel(StrEnum):
-    """How a notification is delivered (shopflow.notifications.Channel)."""
-
-    EMAIL = "EMAIL"
-    SMS = "SMS"
-    PUSH = "PUSH"
-
-
-# -- shopflow.carts ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AddCartItem(AvroRecord):
-    """Command: add units of a sku to a cart."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.carts.AddCartItem"
-    event_id: UuidStr
-    cart_id: str
-    user_id: str
-    sku: str
-    quantity: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CartExpired(AvroRecord):
-    """Event: a cart was discarded after staying idle past its time-to-live."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.carts.CartExpired"
-    event_id: UuidStr
-    cart_id: str
-    user_id: str
-    idle_ms: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckoutCart(AvroRecord):
-    """Command: turn a cart into an order."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.carts.CheckoutCart"
-    event_id: UuidStr
-    cart_id: str
-    user_id: str
-    order_id: str
-    payment_token: str
-    shipping_address: Address | None = None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ClearCart(AvroRecord):
-    """Command: empty a cart."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.carts.ClearCart"
-    event_id: UuidStr
-    cart_id: str
-    user_id: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RemoveCartItem(AvroRecord):
-    """Command: remove units of a sku from a cart; quantity None removes the whole line."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.carts.RemoveCartItem"
-    event_id: UuidStr
-    cart_id: str
-    user_id: str
-    sku: str
-    quantity: int | None = None
-    occurred_at: datetime
-
-
-# -- shopflow.catalog ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProductDeleted(AvroRecord):
-    """Event: a product was removed from the catalog."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.catalog.ProductDeleted"
-    event_id: UuidStr
-    sku: str
-    version: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProductUpserted(AvroRecord):
-    """Event: a product was created or changed; carries the whole product as it now is."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.catalog.ProductUpserted"
-    event_id: UuidStr
-    sku: str
-    version: int
-    name: str
-    description: str
-    brand: str | None = None
-    category: str | None = None
-    price: Money
-    attributes: dict[str, str] = field(default_factory=dict)
-    active: bool
-    occurred_at: datetime
-
-
-# -- shopflow.inventory --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReleaseStock(AvroRecord):
-    """Command: give back a reservation made for order_id."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.ReleaseStock"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    consumed: bool = False
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CommitStock(AvroRecord):
-    """Command: the order was confirmed, so its reservation of this sku is consumed."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.CommitStock"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveStock(AvroRecord):
-    """Command: reserve stock of one sku for one order line."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.ReserveStock"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StockAdjusted(AvroRecord):
-    """Event: a manual correction of a sku's on-hand stock (goods received, shrinkage, recount)."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.StockAdjusted"
-    event_id: UuidStr
-    sku: str
-    delta: int
-    reason: str
-    adjusted_by: str | None = None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StockRejected(AvroRecord):
-    """Event: stock of sku could not be reserved for order_id; nothing was reserved."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.StockRejected"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    reason: RejectReason
-    available: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StockReleased(AvroRecord):
-    """Event: the reservation of quantity units of sku for order_id is released."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.StockReleased"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StockReserved(AvroRecord):
-    """Event: quantity units of sku are now reserved for order_id."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.inventory.StockReserved"
-    event_id: UuidStr
-    order_id: str
-    sku: str
-    quantity: int
-    remaining_on_hand: int
-    occurred_at: datetime
-
-
-# -- shopflow.notifications ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotificationRequested(AvroRecord):
-    """Command: send a message to a user."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.notifications.NotificationRequested"
-    event_id: UuidStr
-    notification_id: str
-    user_id: str
-    channel: Channel
-    template: str
-    params: dict[str, str] = field(default_factory=dict)
-    order_id: str | None = None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotificationSent(AvroRecord):
-    """Event: the outcome of sending a notification."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.notifications.NotificationSent"
-    event_id: UuidStr
-    notification_id: str
-    user_id: str
-    channel: Channel
-    delivered: bool
-    detail: str | None = None
-    occurred_at: datetime
-
-
-# -- shopflow.orders -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CancelOrder(AvroRecord):
-    """Command: someone asks to cancel an order."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.CancelOrder"
-    event_id: UuidStr
-    order_id: str
-    requested_by: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StepTimedOut(AvroRecord):
-    """Command: a saga step's deadline passed while the order was still in that state."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.StepTimedOut"
-    event_id: UuidStr
-    order_id: str
-    step: str
-    state: str
-    deadline: datetime
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderCancelled(AvroRecord):
-    """Event: terminal state CANCELLED, or REFUNDED when refunded is true."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.OrderCancelled"
-    event_id: UuidStr
-    order_id: str
-    user_id: str
-    reason: CancelReason
-    detail: str | None = None
-    refunded: bool = False
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class OrderConfirmed(AvroRecord):
-    """Event: terminal state CONFIRMED."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.OrderConfirmed"
-    event_id: UuidStr
-    order_id: str
-    user_id: str
-    total: Money
-    payment_id: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class OrderPlaced(AvroRecord):
-    """Event: the orders agent accepted a PlaceOrder and recorded the order as PENDING."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.OrderPlaced"
-    event_id: UuidStr
-    order_id: str
-    user_id: str
-    lines: tuple[OrderLine, ...]
-    total: Money
-    payment_token: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlaceOrder(AvroRecord):
-    """Command: a customer asks to place an order."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.orders.PlaceOrder"
-    event_id: UuidStr
-    order_id: str
-    user_id: str
-    lines: tuple[OrderLine, ...]
-    shipping_address: Address | None = None
-    payment_token: str
-    currency: str
-    occurred_at: datetime
-
-
-# -- shopflow.payments ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PaymentFailed(AvroRecord):
-    """Event: the charge for an order failed and nothing was captured."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.payments.PaymentFailed"
-    event_id: UuidStr
-    order_id: str
-    reason: PaymentFailureReason
-    detail: str | None = None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRefunded(AvroRecord):
-    """Event: the gateway refunded a charge."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.payments.PaymentRefunded"
-    event_id: UuidStr
-    order_id: str
-    payment_id: str
-    refund_id: str
-    amount: Money
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRequested(AvroRecord):
-    """Command: charge the customer for an order whose lines are all reserved."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.payments.PaymentRequested"
-    event_id: UuidStr
-    order_id: str
-    user_id: str
-    amount: Money
-    payment_token: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentSucceeded(AvroRecord):
-    """Event: the gateway captured the charge for an order."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.payments.PaymentSucceeded"
-    event_id: UuidStr
-    order_id: str
-    payment_id: str
-    amount: Money
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RefundRequested(AvroRecord):
-    """Command: refund a captured charge."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.payments.RefundRequested"
-    event_id: UuidStr
-    order_id: str
-    payment_id: str
-    amount: Money
-    occurred_at: datetime
-
-
-# -- shopflow.users ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UserRegistered(AvroRecord):
-    """Event: a new user account was created."""
-
-    AVRO_NAME: ClassVar[str] = "shopflow.users.UserRegistered"
-    event_id: UuidStr
-    user_id: str
-    email: str
-    display_name: str | None = None
-    role: Role
-    occurred_at: datetime
-
-
-RECORDS: dict[str, type[AvroRecord]] = {
-    cls.AVRO_NAME: cls
-    for cls in (
-        AddCartItem, CartExpired, CheckoutCart, ClearCart, RemoveCartItem,
-        ProductDeleted, ProductUpserted,
-        CommitStock, ReleaseStock, ReserveStock, StockAdjusted, StockRejected, StockReleased, StockReserved,
-        NotificationRequested, NotificationSent,
-        CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced, PlaceOrder, StepTimedOut,
-        PaymentFailed, PaymentRefunded, PaymentRequested, PaymentSucceeded, RefundRequested,
-        UserRegistered,
-    )
-}
+# The context packages holding record classes: one per folder of schemas.
+CONTEXTS = ("carts", "catalog", "inventory", "notifications", "orders", "payments", "users")
+
+
+@cache
+def all_records() -> dict[str, type[AvroRecord]]:
+    """Every context's record classes by full name (the shared value types are not records of a topic)."""
+    out: dict[str, type[AvroRecord]] = {}
+    for context in CONTEXTS:
+        module = importlib.import_module(f"shopflow.schemas.{context}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, AvroRecord) and obj.__module__ == module.__name__:
+                out[obj.AVRO_NAME] = obj
+    return out
 
 
 def record_type(fullname: str) -> type[AvroRecord]:
     """The record class for a schema's full name, e.g. ``shopflow.orders.OrderPlaced``."""
     try:
-        return RECORDS[fullname]
+        return all_records()[fullname]
     except KeyError:
         raise KeyError(f"no record class for {fullname}") from None

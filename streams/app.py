@@ -1,12 +1,12 @@
 """The Faust app: every agent of ``ROUTES`` on RocksDB tables, run by ``shopflow worker``.
 
-Each agent reads raw bytes, decodes them with the one codec (a poison record goes to the
-dead-letter topic and the agent goes on), runs the record through ``Engine.apply`` against its
-table, stores the new state and produces what the record caused. Agents run at concurrency 1 and
-scale by partitions: several workers share the partitions of the same group. Correctness comes
-from the handlers' idempotency, not from Kafka transactions (``exactly_once`` is a setting on
-top). A timer scans the orders this worker owns for passed step deadlines; table views answer reads
-from the worker that owns the key.
+Each agent reads raw bytes, decodes them once into the typed record of ``shopflow.schemas`` with the
+one codec (a poison record goes to the dead-letter topic and the agent goes on), runs the record
+through ``Engine.apply`` against its table, stores the new state and encodes once what it caused.
+Agents run at concurrency 1 and scale by partitions: several workers share the partitions of the
+same group. Correctness comes from the handlers' idempotency, not from Kafka transactions
+(``exactly_once`` is a setting on top). A timer scans the orders this worker owns for passed step
+deadlines; table views answer reads from the worker that owns the key.
 """
 
 from __future__ import annotations
@@ -17,26 +17,27 @@ import socket
 import time
 from collections import OrderedDict
 from functools import partial
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
 
-from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_or_dead_letter
+from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_record_or_dead_letter
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
-from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route, plain
-from shopflow.streams.inventory import SettledRows
 from shopflow.streams import faust_fixes, health
 from shopflow.streams.carts import due_expiries
+from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route
+from shopflow.streams.inventory import SettledRows
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
 from shopflow.streams.runtime import Output, Unexpected
 from shopflow.streams.serde import FaustRecord
-from shopflow.topologies.saga import PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
 from shopflow.tables import APP_ID, CARTS_TABLE, INVENTORY_TABLE, ORDERS_TABLE, PAYMENTS_TABLE, TABLES
-from shopflow.tables.values import decode, encode
+from shopflow.tables.values import decode, encode, stored_items
+from shopflow.topologies.saga import PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
+from shopflow.topologies.saga_model import Timeout
 
 log = logging.getLogger("shopflow.worker")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call drowns the worker's log
@@ -68,7 +69,9 @@ class Worker:
         port = web_port or settings.worker_port
         datadir = settings.home / "worker" / str(port)
         datadir.mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(
+        # Any: the worker reaches Faust internals its types do not declare (a table's per-partition store,
+        # the producer behind the app's) and connects coroutines to its signals.
+        self.app: Any = cast(Any, faust.App(
             APP_ID,
             broker=f"kafka://{settings.bootstrap_servers}",
             store="rocksdb://",
@@ -91,22 +94,23 @@ class Worker:
             broker_request_timeout=max(20.0, settings.worker_session_timeout_s),
             consumer_group_instance_id=(f"{APP_ID}-{socket.gethostname()}-{port}"
                                         if settings.worker_static_membership else None),
-        )
+        ))
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
         # Monotonic time before which the deadline scanner holds off (a rebalance, then the grace).
         self._hold_deadlines_until = float("inf")
         self.codec = AvroCodec(SchemaRegistry(settings.registry_url))
+        # The saga's timeouts a deployment overrides (SHOPFLOW_<NAME>_S); unset ones keep the saga's default.
+        overrides: dict[Timeout, float | None] = {PAYMENT_TIMEOUT: settings.payment_timeout_s,
+                                                   RESERVATION_TIMEOUT: settings.reservation_timeout_s}
         self.engine = Engine(
-            timeouts={name: seconds for name, seconds in (("payment_timeout", settings.payment_timeout_s),
-                                                          ("reservation_timeout", settings.reservation_timeout_s))
-                      if seconds is not None},
+            timeouts={timeout.name: seconds for timeout, seconds in overrides.items() if seconds is not None},
             gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
             cart_idle_s=settings.cart_idle_s,
         )
         # Values are bytes the worker encodes once (tables.values.encode): the same bytes go to RocksDB
         # and to the changelog, where Faust's own serializer would encode every value twice.
-        self.tables = {
+        self.tables: dict[str, Any] = {
             spec.name: self.app.Table(spec.name, default=None, partitions=spec.partitions,
                                       key_type=bytes, value_type=bytes, help=spec.doc)
             for spec in TABLES
@@ -168,19 +172,18 @@ class Worker:
         for event in events:
             message = event.message
             record_in = FaustRecord(message)
-            decoded, letter = decode_or_dead_letter(self.codec, record_in)
-            if letter is not None:
-                await self._dead_letter(letter)
+            record, letter = decode_record_or_dead_letter(self.codec, record_in)
+            if record is None:
+                if letter is not None:
+                    await self._dead_letter(letter)
                 continue
             p = message.partition
             load = None if table is None else partial(self._load, table, cache, p)
             try:
-                result = await self.engine.apply(route, self.codec.record_name(message.value), plain(decoded),
-                                                 load, now, message.offset)
-                if route is INVENTORY_ROUTE:
-                    db = table.data._db_for_partition(p)
+                result = await self.engine.apply(route, record, load, now, message.offset)
+                if route is INVENTORY_ROUTE and table is not None and load is not None:
                     self.settled.track(p, result.writes, load, now,
-                                       lambda: ((k.decode(), decode(v)) for k, v in db.items()))
+                                       partial(stored_items, table.data._db_for_partition(p)))
             except Unexpected as exc:
                 await self._dead_letter(dead_letter(record_in, exc.reason, str(exc)))
                 continue
@@ -227,7 +230,7 @@ class Worker:
             table.send_changelog(p, key.encode(), raw)
 
     async def send(self, output: Output) -> None:
-        value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
+        value = self.codec.encode(output.topic, output.record)
         if self.settings.exactly_once:  # Faust's topic path puts the record in the partition's transaction
             await self.topic(output.topic.name).send(key=output.key.encode(), value=value)
         else:
@@ -236,8 +239,10 @@ class Worker:
             await self.app.producer.send(output.topic.name, output.key.encode(), value, None, None, None)
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
-        log.warning("dead letter to %s: %s", letter.topic, dict(letter.headers).get("dlq.detail", b"").decode())
-        await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=letter.headers)
+        log.warning("dead letter to %s: %s", letter.topic, letter.detail)
+        # Faust's send takes no header without a value; the source's own null headers carry nothing.
+        headers = [(k, v) for k, v in letter.headers if v is not None]
+        await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=headers)
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
         """A rebalance starts: every stream of the group pauses until it ends, so deadlines hold."""
@@ -277,14 +282,14 @@ class Worker:
                 # Most stored entities have ended (no deadline): skipped without decoding them.
                 idle = f'"{field_name}":null'.encode()
                 candidates = [(k.decode(), decode(v)) for k, v in table.items() if v is not None and idle not in v]
-                candidates = [(k, v) for k, v in candidates if v.get(field_name)]
+                candidates = [(k, v) for k, v in candidates if v is not None and v.get(field_name)]
             else:
                 candidates = [(k, decode(_read(table, k))) for k in due_keys[spec.name]]
                 candidates = [(k, v) for k, v in candidates if v is not None]
             for output in due(candidates):
-                if output.value["event_id"] in self._timed_out:
+                if output.event_id in self._timed_out:
                     continue
-                self._timed_out[output.value["event_id"]] = None
+                self._timed_out[output.event_id] = None
                 while len(self._timed_out) > 10_000:
                     self._timed_out.popitem(last=False)
                 await self.send(output)

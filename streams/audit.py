@@ -11,21 +11,48 @@ reports every violation and every stuck order:
 - every reservation is consumed by a confirmed order (CommitStock) or released (StockReleased).
 
 Records are told apart by event id: a copy of a record (emitted again after a crash, with the same id)
-is the same record, not a second one. The replay harness runs it after every scenario, the end-to-end test after 1,000 orders, and
+is the same record, not a second one. The replay harness runs it after every scenario, the end-to-end test
+after 1,000 orders, and
 ``shopflow audit`` on the live topics and changelogs.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+from shopflow.schemas.inventory import CommitStock, StockReleased, StockReserved
+from shopflow.schemas.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from shopflow.schemas.payments import PaymentRefunded, PaymentSucceeded
+from shopflow.schemas.records import ms_of
 from shopflow.tables.values import is_reservation_key
 
-PLACED = "OrderPlaced"
-CONFIRMED = "OrderConfirmed"
-CANCELLED = "OrderCancelled"
+# The records the audit reads, by the short names readers give them (``TopicReader``, the replay log).
+PLACED = OrderPlaced.__name__
+CONFIRMED = OrderConfirmed.__name__
+CANCELLED = OrderCancelled.__name__
+RESERVED = StockReserved.__name__
+COMMITTED = CommitStock.__name__
+RELEASED = StockReleased.__name__
+CAPTURED = PaymentSucceeded.__name__
+REFUNDED = PaymentRefunded.__name__
+
+
+def plain(value: Any) -> Any:
+    """A decoded Avro value as the audit and the readers take it: uuids as strings, timestamps as epoch ms."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return ms_of(value)
+    return value
 
 
 @dataclass
@@ -82,7 +109,7 @@ def audit(
             if event_id in ids:
                 continue  # a copy of a record already counted
             ids.add(event_id)
-        order_id = value.get("order_id")
+        order_id: str = value.get("order_id") or ""
         if record == PLACED:
             placed_at.setdefault(order_id, value["occurred_at"])
         elif record in (CONFIRMED, CANCELLED):
@@ -92,15 +119,15 @@ def audit(
                 confirmed.add(order_id)
             elif value.get("refunded"):
                 refunded_orders.add(order_id)
-        elif record == "StockReserved":
+        elif record == RESERVED:
             reserved.add((order_id, value["sku"]))
-        elif record == "CommitStock":
+        elif record == COMMITTED:
             committed.add((order_id, value["sku"]))
-        elif record == "StockReleased":
+        elif record == RELEASED:
             released.add((order_id, value["sku"]))
-        elif record == "PaymentSucceeded":
+        elif record == CAPTURED:
             captures[order_id].add(value["payment_id"])
-        elif record == "PaymentRefunded":
+        elif record == REFUNDED:
             refunds.add(order_id)
 
     for order_id, at in placed_at.items():
@@ -108,7 +135,8 @@ def audit(
         kinds = Counter(e["record"] for e in ends)
         if not ends:
             if now_ms is not None and now_ms - at > stuck_after_ms:
-                report.stuck.append(f"order {order_id}: no terminal state {(now_ms - at) / 1000:.0f}s after it was placed")
+                report.stuck.append(
+                    f"order {order_id}: no terminal state {(now_ms - at) / 1000:.0f}s after it was placed")
             report.orders["open"] += 1
             continue
         if kinds[CONFIRMED] > 1 or kinds[CANCELLED] > 1:
@@ -129,7 +157,8 @@ def audit(
         if kept and (order_id, sku) not in committed:
             report.violations.append(f"reservation {order_id}/{sku}: the order was confirmed but never consumed it")
         if not kept and (order_id, sku) not in released:
-            report.violations.append(f"reservation {order_id}/{sku}: the order did not go through but it was not released")
+            report.violations.append(
+                f"reservation {order_id}/{sku}: the order did not go through but it was not released")
     for order_id, sku in sorted(committed - reserved):
         report.violations.append(f"reservation {order_id}/{sku}: consumed without having been reserved")
 

@@ -11,14 +11,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from shopflow.schemas import load_schema
+from shopflow import kafka
 from shopflow.schemas.codec import AvroCodec
+from shopflow.schemas.inventory import StockAdjusted
+from shopflow.schemas.orders import CancelOrder, PlaceOrder
+from shopflow.schemas.records import Money, OrderLine, datetime_of_ms
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
-from shopflow.streams.engine import plain
+from shopflow.streams.audit import plain
 from shopflow.streams.runtime import Output
 from shopflow.tables import TableSpec, changelog_topic
 from shopflow.topologies.catalog import (
@@ -30,12 +34,14 @@ from shopflow.topologies.catalog import (
     STOCK_RESULTS,
 )
 
-SAGA_TOPICS = tuple(t.name for t in (ORDER_COMMANDS, ORDERS, STOCK_REQUESTS, STOCK_RESULTS, PAYMENT_REQUESTS, PAYMENT_RESULTS))
+SAGA_TOPICS = tuple(
+    t.name for t in (ORDER_COMMANDS, ORDERS, STOCK_REQUESTS, STOCK_RESULTS, PAYMENT_REQUESTS, PAYMENT_RESULTS)
+)
 
 
-def producer_config(settings: Settings, **extra) -> dict:
-    return {"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "enable.idempotence": True,
-            "partitioner": "murmur2_random", "linger.ms": 5, **extra}
+def producer_config(settings: Settings, **tuning: object) -> dict[str, object]:
+    """Every ShopFlow producer's configuration (``shopflow.kafka``), lingering 5 ms unless told otherwise."""
+    return kafka.producer_config(settings.bootstrap_servers, "shopflow-client", **{"linger.ms": 5, **tuning})
 
 
 def now_ms() -> int:
@@ -54,10 +60,11 @@ class SagaClient:
             self._errors.append(str(err))
 
     def send(self, output: Output) -> None:
-        value = self.codec.encode(output.topic.subject(output.record), load_schema(output.record), output.value)
+        value = self.codec.encode(output.topic, output.record)
         while True:
             try:
-                self.producer.produce(output.topic.name, key=output.key.encode(), value=value, on_delivery=self._delivered)
+                self.producer.produce(output.topic.name, key=output.key.encode(), value=value,
+                                      on_delivery=self._delivered)
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
                 self.producer.poll(0.05)
@@ -77,17 +84,14 @@ class SagaClient:
 
     def place(self, order_id: str, lines: list[tuple[str, int, int]], token: str = "tok_approve",
               user_id: str = "u-demo", currency: str = "EUR") -> None:
-        self.send(Output(ORDER_COMMANDS, "shopflow.orders.PlaceOrder", {
-            "event_id": str(uuid.uuid4()), "order_id": order_id, "user_id": user_id,
-            "lines": [{"sku": sku, "quantity": q, "unit_price": {"amount_minor": p, "currency": currency}}
-                      for sku, q, p in lines],
-            "shipping_address": None, "payment_token": token, "currency": currency, "occurred_at": now_ms(),
-        }))
+        self.send(Output(PlaceOrder(
+            event_id=str(uuid.uuid4()), order_id=order_id, user_id=user_id,
+            lines=tuple(OrderLine(sku, q, Money(p, currency)) for sku, q, p in lines),
+            shipping_address=None, payment_token=token, currency=currency, occurred_at=datetime_of_ms(now_ms()),
+        )))
 
     def cancel(self, order_id: str, by: str = "u-demo") -> None:
-        self.send(Output(ORDER_COMMANDS, "shopflow.orders.CancelOrder", {
-            "event_id": str(uuid.uuid4()), "order_id": order_id, "requested_by": by, "occurred_at": now_ms(),
-        }))
+        self.send(Output(CancelOrder(str(uuid.uuid4()), order_id, by, datetime_of_ms(now_ms()))))
 
     def seed_stock(self, stock: dict[str, int]) -> None:
         """Units on hand per sku (skus at zero left unlisted), delivered before it returns."""
@@ -97,10 +101,8 @@ class SagaClient:
         self.flush()
 
     def adjust_stock(self, sku: str, delta: int, reason: str = "seed") -> None:
-        self.send(Output(STOCK_REQUESTS, "shopflow.inventory.StockAdjusted", {
-            "event_id": str(uuid.uuid4()), "sku": sku, "delta": delta, "reason": reason,
-            "adjusted_by": None, "occurred_at": now_ms(),
-        }))
+        self.send(Output(StockAdjusted(event_id=str(uuid.uuid4()), sku=sku, delta=delta, reason=reason,
+                                       adjusted_by=None, occurred_at=datetime_of_ms(now_ms()))))
 
 
 class TopicReader:
@@ -118,19 +120,22 @@ class TopicReader:
                 assignment.append(TopicPartition(name, p, high if from_end else low))
         self.consumer.assign(assignment)
 
-    def poll(self, timeout_s: float = 0.5, max_records: int = 5000) -> list[tuple[str, str, dict, int]]:
+    def poll(self, timeout_s: float = 0.5, max_records: int = 5000) -> list[tuple[str, str, dict[str, Any], int]]:
         """(topic, record short name, plain value, broker timestamp ms) of the records read."""
-        return [(m.topic(), record, value, m.timestamp()[1]) for m, record, value in self.poll_messages(timeout_s, max_records)]
+        return [(m.topic() or "", record, value, m.timestamp()[1])
+                for m, record, value in self.poll_messages(timeout_s, max_records)]
 
-    def poll_messages(self, timeout_s: float = 0.5, max_records: int = 5000) -> list[tuple[object, str, dict]]:
+    def poll_messages(self, timeout_s: float = 0.5,
+                      max_records: int = 5000) -> list[tuple[Message, str, dict[str, Any]]]:
         """(message, record short name, plain value): the raw message too, to redeliver it byte for byte."""
         out = []
         for msg in self.consumer.consume(max_records, timeout_s):
-            if msg.error() or msg.value() is None:
+            data = msg.value()
+            if msg.error() or data is None:
                 continue
             try:
-                record = self.codec.record_name(msg.value()).rsplit(".", 1)[1]
-                out.append((msg, record, plain(self.codec.decode(msg.value()))))
+                record = self.codec.record_name(data).rsplit(".", 1)[1]
+                out.append((msg, record, plain(self.codec.decode(data))))
             except Exception:  # noqa: BLE001 - a poison record is the agents' business, not a reader's
                 continue
         return out
@@ -162,21 +167,24 @@ def iter_topic(bootstrap_servers: str, topic: str, timeout_s: float = 60) -> Ite
                 raise TimeoutError(f"{topic}: partitions {sorted(set(ends) - done)} not read to their end in "
                                    f"{timeout_s:.0f}s; is Kafka up?")
             for msg in consumer.consume(5000, 0.5):
-                if msg.error() or msg.partition() in done:
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() or partition is None or offset is None or partition in done:
                     continue
                 yield msg
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    done.add(msg.partition())
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
     finally:
         consumer.close()
 
 
-def read_changelog(settings: Settings, table: TableSpec, keep: Callable[[str], bool] = lambda k: True) -> dict[str, dict]:
+def read_changelog(settings: Settings, table: TableSpec,
+                   keep: Callable[[str], bool] = lambda k: True) -> dict[str, dict[str, Any]]:
     """The latest value of every key of a table, from its changelog topic (JSON values)."""
-    latest: dict[str, dict] = {}
+    latest: dict[str, dict[str, Any] | None] = {}
     for msg in iter_topic(settings.bootstrap_servers, changelog_topic(table)):
-        key = msg.key().decode() if msg.key() else ""
+        raw_key, raw = msg.key(), msg.value()
+        key = raw_key.decode() if raw_key else ""
         if keep(key):
-            latest[key] = json.loads(msg.value()) if msg.value() else None
+            latest[key] = json.loads(raw) if raw else None
     return {k: v for k, v in latest.items() if v is not None}
 

@@ -19,19 +19,27 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
+from shopflow.schemas.inventory import (
+    CommitStock,
+    RejectReason,
+    ReleaseStock,
+    ReserveStock,
+    StockAdjusted,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from shopflow.schemas.records import datetime_of_ms
 from shopflow.streams.runtime import Output, Result, Unexpected, derived_event_id
 from shopflow.tables.values import SETTLED_KEEP_MS, Reservation, StockState, is_reservation_key, reservation_key
-from shopflow.topologies.catalog import STOCK_REQUESTS, STOCK_RESULTS
 
-RESERVE = "shopflow.inventory.ReserveStock"
-RELEASE = "shopflow.inventory.ReleaseStock"
-COMMIT = "shopflow.inventory.CommitStock"
-ADJUST = "shopflow.inventory.StockAdjusted"
-RESERVED = "shopflow.inventory.StockReserved"
-REJECTED = "shopflow.inventory.StockRejected"
-RELEASED = "shopflow.inventory.StockReleased"
-PRODUCT_UPSERTED = "shopflow.catalog.ProductUpserted"
+# A request about one order line of a sku, and everything that reaches the inventory agent.
+LineRequest = ReserveStock | ReleaseStock | CommitStock
+StockRequest = LineRequest | StockAdjusted
 
 
 @dataclass
@@ -41,90 +49,87 @@ class StockResult(Result):
     row: Reservation | None = None
 
 
-def row_key(value: dict) -> str | None:
+def row_key(request: StockRequest) -> str | None:
     """The reservation row a request is about (None for an adjustment, which concerns the sku only)."""
-    return reservation_key(value["sku"], value["order_id"]) if "order_id" in value else None
+    return None if isinstance(request, StockAdjusted) else reservation_key(request.sku, request.order_id)
 
 
-def stock_for_new_product(record: str, value: dict) -> list[Output]:
+def stock_for_new_product(record: ProductUpserted | ProductDeleted) -> list[Output]:
     """A sku listed for the first time (ProductUpserted version 1) gets a stock entry of zero units.
 
     catalog.products has its own partition count, so the inventory cannot write its table from it;
     a zero StockAdjusted, keyed by sku onto stock-requests, lets the sku's owner create the entry.
     """
-    if record != PRODUCT_UPSERTED or value["version"] != 1:
+    if not isinstance(record, ProductUpserted) or record.version != 1:
         return []
-    return [Output(STOCK_REQUESTS, ADJUST, {
-        "event_id": derived_event_id(value["event_id"], "listed"), "sku": value["sku"], "delta": 0,
-        "reason": "new sku listed in the catalog", "adjusted_by": None, "occurred_at": value["occurred_at"],
-    })]
+    return [Output(StockAdjusted(
+        event_id=derived_event_id(record.event_id, "listed"), sku=record.sku, delta=0,
+        reason="new sku listed in the catalog", adjusted_by=None, occurred_at=record.occurred_at,
+    ))]
 
 
-def handle_stock(state: StockState | None, row: Reservation | None, record: str, value: dict,
+def handle_stock(state: StockState | None, row: Reservation | None, request: StockRequest,
                  now_ms: int, offset: int | None = None) -> StockResult:
     if state is not None and offset is not None and offset <= state.offset:
-        return _again(state, row, record, value, now_ms, offset)
-    if record == ADJUST:
-        result = _adjust(state or StockState(sku=value["sku"]), value)
-    elif record == RESERVE:
-        result = _reserve(state, row, value, now_ms)
-    elif record == COMMIT:
-        result = _commit(state, row, value, now_ms)
-    elif record == RELEASE:
-        result = _release(state or StockState(sku=value["sku"]), row, value, now_ms)
+        return _again(state, row, request, now_ms, offset)
+    if isinstance(request, StockAdjusted):
+        result = _adjust(state or StockState(sku=request.sku), request)
+    elif isinstance(request, ReserveStock):
+        result = _reserve(state, row, request, now_ms)
+    elif isinstance(request, CommitStock):
+        result = _commit(state, row, request, now_ms)
+    elif isinstance(request, ReleaseStock):
+        result = _release(state or StockState(sku=request.sku), row, request, now_ms)
     else:
-        raise Unexpected(f"the inventory agent has no rule for {record}")
+        raise Unexpected(f"the inventory agent has no rule for {type(request).__name__}")
     if result.state is not None and offset is not None:
         result.state.offset = offset
         result.state.last_row = result.row.to_dict() if result.row is not None else None
     return result
 
 
-def _again(state: StockState, row: Reservation | None, record: str, value: dict, now_ms: int,
+def _again(state: StockState, row: Reservation | None, request: StockRequest, now_ms: int,
            offset: int) -> StockResult:
     """A record applied before a crash: the same answer, and the same writes again (lost, perhaps)."""
-    if row is None and offset == state.offset and state.last_row and state.last_row["order_id"] == value.get("order_id"):
+    order_id = None if isinstance(request, StockAdjusted) else request.order_id
+    if row is None and offset == state.offset and state.last_row and state.last_row["order_id"] == order_id:
         row = Reservation.from_dict(state.last_row)
-    if record == RESERVE and (value["order_id"] in state.open or row is not None):
-        outputs = _reserve(state, row, value, now_ms).outputs  # only its answering branches can run
-    elif record == RELEASE:
-        outputs = [_answer(RELEASED, value, now_ms)]
-    else:
-        outputs = []
+    outputs: list[Output] = []
+    if isinstance(request, ReserveStock) and (request.order_id in state.open or row is not None):
+        outputs = _reserve(state, row, request, now_ms).outputs  # only its answering branches can run
+    elif isinstance(request, ReleaseStock):
+        outputs = [_released(request, now_ms)]
     return StockResult(state=state, row=row, outputs=outputs, duplicate=True)
 
 
-def _reserve(state: StockState | None, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
-    order_id, qty = value["order_id"], value["quantity"]
+def _reserve(state: StockState | None, row: Reservation | None, request: ReserveStock, now_ms: int) -> StockResult:
+    order_id, qty = request.order_id, request.quantity
     if state is not None and order_id in state.open:  # held already: answer again, change nothing
-        return StockResult(outputs=[_answer(RESERVED, value, now_ms, remaining_on_hand=state.available)],
-                           duplicate=True)
+        return StockResult(outputs=[_reserved(request, now_ms, state.available)], duplicate=True)
     if row is not None:  # settled already: answer what was answered
         if row.status == "REJECTED":
-            return StockResult(outputs=[_answer(REJECTED, value, now_ms, reason=row.reason, available=row.available)],
+            return StockResult(outputs=[_rejected(request, now_ms, RejectReason(row.reason), row.available)],
                                duplicate=True)
         if row.quantity == 0:
             # Released before this request arrived (a request re-sent after its order ended): the
             # order has ended, nothing waits for an answer and nothing may be held for it.
             return StockResult(duplicate=True)
-        return StockResult(outputs=[_answer(RESERVED, value, now_ms,
-                                            remaining_on_hand=state.available if state else 0)], duplicate=True)
+        return StockResult(outputs=[_reserved(request, now_ms, state.available if state else 0)], duplicate=True)
     if state is None:
-        row = Reservation(sku=value["sku"], order_id=order_id, quantity=qty, status="REJECTED",
+        row = Reservation(sku=request.sku, order_id=order_id, quantity=qty, status="REJECTED",
                           reason="UNKNOWN_SKU", settled_ms=now_ms)
-        return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="UNKNOWN_SKU", available=0)])
+        return StockResult(row=row, outputs=[_rejected(request, now_ms, RejectReason.UNKNOWN_SKU, 0)])
     if state.available >= qty:
         state.reserved += qty
         state.open[order_id] = qty
-        return StockResult(state=state, outputs=[_answer(RESERVED, value, now_ms, remaining_on_hand=state.available)])
+        return StockResult(state=state, outputs=[_reserved(request, now_ms, state.available)])
     row = Reservation(sku=state.sku, order_id=order_id, quantity=qty, status="REJECTED",
                       available=state.available, settled_ms=now_ms)
-    return StockResult(row=row, outputs=[_answer(REJECTED, value, now_ms, reason="OUT_OF_STOCK",
-                                                 available=state.available)])
+    return StockResult(row=row, outputs=[_rejected(request, now_ms, RejectReason.OUT_OF_STOCK, state.available)])
 
 
-def _commit(state: StockState | None, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
-    order_id = value["order_id"]
+def _commit(state: StockState | None, row: Reservation | None, request: CommitStock, now_ms: int) -> StockResult:
+    order_id = request.order_id
     if state is None or order_id not in state.open:
         return StockResult(duplicate=row is not None)  # settled already, or nothing was held
     qty = state.open.pop(order_id)
@@ -134,25 +139,25 @@ def _commit(state: StockState | None, row: Reservation | None, value: dict, now_
     return StockResult(state=state, row=row)
 
 
-def _release(state: StockState, row: Reservation | None, value: dict, now_ms: int) -> StockResult:
+def _release(state: StockState, row: Reservation | None, request: ReleaseStock, now_ms: int) -> StockResult:
     """Give a line back; always answered (StockReleased), whatever it was, so the order's compensation
     is acknowledged. Only a held or a consumed line changes the counters."""
-    order_id = value["order_id"]
-    answer = [_answer(RELEASED, value, now_ms)]
+    order_id = request.order_id
+    answer = [_released(request, now_ms)]
     if order_id in state.open:
         qty = state.open.pop(order_id)
         state.reserved -= qty
     elif row is not None and row.status == "COMMITTED":
         qty = row.quantity
         state.on_hand += qty  # cancelled after payment: the units come back
-    elif row is None and value.get("consumed"):
+    elif row is None and request.consumed:
         # A consumed line whose row has been dropped since: the order says the units left on_hand.
-        qty = value["quantity"]
+        qty = request.quantity
         state.on_hand += qty
     elif row is None:
         # Nothing was held (the request was lost, or is still on its way): remember the release, so a
         # request that comes after it is not applied. The sku's own state does not change.
-        row = Reservation(sku=value["sku"], order_id=order_id, quantity=0, status="RELEASED", settled_ms=now_ms)
+        row = Reservation(sku=request.sku, order_id=order_id, quantity=0, status="RELEASED", settled_ms=now_ms)
         return StockResult(row=row, outputs=answer)
     else:
         return StockResult(outputs=answer, duplicate=True)  # released or rejected before
@@ -160,25 +165,43 @@ def _release(state: StockState, row: Reservation | None, value: dict, now_ms: in
     return StockResult(state=state, row=row, outputs=answer)
 
 
-def _adjust(state: StockState, value: dict) -> StockResult:
-    if state.adjusted(value["event_id"]):
+def _adjust(state: StockState, request: StockAdjusted) -> StockResult:
+    if state.adjusted(request.event_id):
         return StockResult(duplicate=True)
-    if state.on_hand + value["delta"] < state.reserved:
+    if state.on_hand + request.delta < state.reserved:
         raise Unexpected(
-            f"adjusting {state.sku} by {value['delta']} would leave {state.on_hand + value['delta']} on hand "
+            f"adjusting {state.sku} by {request.delta} would leave {state.on_hand + request.delta} on hand "
             f"for {state.reserved} reserved"
         )
-    state.on_hand += value["delta"]
-    state.remember_adjustment(value["event_id"])
+    state.on_hand += request.delta
+    state.remember_adjustment(request.event_id)
     return StockResult(state=state)
 
 
-def _answer(record: str, request: dict, now_ms: int, **fields) -> Output:
-    return Output(STOCK_RESULTS, record, {
-        "event_id": derived_event_id(request["event_id"], record.rsplit(".", 1)[1]),
-        "order_id": request["order_id"], "sku": request["sku"], "quantity": request["quantity"],
-        **fields, "occurred_at": now_ms,
-    })
+# The answers, back to the orders agent; each id derives from its request's and the answer's kind.
+
+
+def _answer_id(request: LineRequest, answer: type[StockReserved | StockRejected | StockReleased]) -> str:
+    return derived_event_id(request.event_id, answer.__name__)
+
+
+def _at(now_ms: int) -> datetime:
+    return datetime_of_ms(now_ms)
+
+
+def _reserved(request: ReserveStock, now_ms: int, remaining_on_hand: int) -> Output:
+    return Output(StockReserved(_answer_id(request, StockReserved), request.order_id, request.sku, request.quantity,
+                                remaining_on_hand, _at(now_ms)))
+
+
+def _rejected(request: ReserveStock, now_ms: int, reason: RejectReason, available: int) -> Output:
+    return Output(StockRejected(_answer_id(request, StockRejected), request.order_id, request.sku, request.quantity,
+                                reason, available, _at(now_ms)))
+
+
+def _released(request: ReleaseStock, now_ms: int) -> Output:
+    return Output(StockReleased(_answer_id(request, StockReleased), request.order_id, request.sku, request.quantity,
+                                _at(now_ms)))
 
 
 class SettledRows:
@@ -195,8 +218,9 @@ class SettledRows:
         self.keep_ms = keep_ms
         self._due: dict[int, list[tuple[int, str]]] = {}
 
-    def track(self, partition: int, writes: dict[str, dict | None], load: Callable[[str], dict | None],
-              now_ms: int, stored_rows: Callable[[], Iterable[tuple[str, dict]]]) -> None:
+    def track(self, partition: int, writes: dict[str, dict[str, Any] | None],
+              load: Callable[[str], dict[str, Any] | None], now_ms: int,
+              stored_rows: Callable[[], Iterable[tuple[str, dict[str, Any] | None]]]) -> None:
         if partition not in self._due:
             self._due[partition] = []
             for key, value in stored_rows():
@@ -213,7 +237,7 @@ class SettledRows:
     def forget(self, partition: int) -> None:
         self._due.pop(partition, None)
 
-    def _note(self, partition: int, key: str, value) -> None:
+    def _note(self, partition: int, key: str, value: object) -> None:
         # Faust keeps its own entries (a partition's restored offset) in the same database: rows only.
         if is_reservation_key(key) and isinstance(value, dict) and value.get("settled_ms") is not None:
             heapq.heappush(self._due[partition], (value["settled_ms"] + self.keep_ms, key))

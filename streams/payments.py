@@ -18,15 +18,20 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
+from shopflow.schemas.payments import (
+    PaymentFailed,
+    PaymentFailureReason,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentSucceeded,
+    RefundRequested,
+)
+from shopflow.schemas.records import Money, datetime_of_ms
 from shopflow.streams.runtime import Output, Result, Unexpected, derived_event_id
 from shopflow.tables.values import PaymentState
-from shopflow.topologies.catalog import PAYMENT_RESULTS
 
-REQUESTED = "shopflow.payments.PaymentRequested"
-REFUND = "shopflow.payments.RefundRequested"
-SUCCEEDED = "shopflow.payments.PaymentSucceeded"
-FAILED = "shopflow.payments.PaymentFailed"
-REFUNDED = "shopflow.payments.PaymentRefunded"
+# Everything that reaches the payments agent.
+PaymentCommand = PaymentRequested | RefundRequested
 
 
 class GatewayTimeout(Exception):
@@ -42,8 +47,8 @@ class ChargeOutcome:
 
 
 class PaymentGateway(Protocol):
-    async def charge(self, order_id: str, token: str, amount: dict) -> ChargeOutcome: ...
-    async def refund(self, payment_id: str, amount: dict) -> str: ...
+    async def charge(self, order_id: str, token: str, amount: Money) -> ChargeOutcome: ...
+    async def refund(self, payment_id: str, amount: Money) -> str: ...
 
 
 class SimulatedGateway:
@@ -53,7 +58,7 @@ class SimulatedGateway:
         self.latency_s = latency_s
         self.captures: dict[str, int] = {}  # order_id -> captures the provider made (for double-charge checks)
 
-    async def charge(self, order_id: str, token: str, amount: dict) -> ChargeOutcome:
+    async def charge(self, order_id: str, token: str, amount: Money) -> ChargeOutcome:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if token == "tok_timeout":
@@ -65,28 +70,28 @@ class SimulatedGateway:
         self.captures[order_id] = self.captures.get(order_id, 0) + 1
         return ChargeOutcome(True, payment_id=derived_event_id(order_id, "payment"))
 
-    async def refund(self, payment_id: str, amount: dict) -> str:
+    async def refund(self, payment_id: str, amount: Money) -> str:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return derived_event_id(payment_id, "refund")
 
 
 async def handle_payment(
-    state: PaymentState | None, record: str, value: dict, gateway: PaymentGateway, now_ms: int
+    state: PaymentState | None, command: PaymentCommand, gateway: PaymentGateway, now_ms: int
 ) -> Result:
-    event_id = value["event_id"]
+    event_id = command.event_id
     if state is not None and state.seen(event_id):
         # Met before: charge nothing, answer again what the charge or refund came to (its answer may
         # have been lost with a crashed worker; the same ids let the orders agent drop a copy).
-        again = _outcome(state, value, now_ms) if record == REQUESTED else _refunded(state, event_id, now_ms)
+        again = _outcome(state, now_ms) if isinstance(command, PaymentRequested) else _refunded(state, event_id, now_ms)
         return Result(outputs=again, duplicate=True)
-    state = state or PaymentState(order_id=value["order_id"])
+    state = state or PaymentState(order_id=command.order_id)
     outputs: list[Output] = []
-    if record == REQUESTED:
+    if isinstance(command, PaymentRequested):
         if state.status == "NEW":
-            state.amount = value["amount"]
+            state.amount = command.amount.to_avro()
             try:
-                outcome = await gateway.charge(state.order_id, value["payment_token"], value["amount"])
+                outcome = await gateway.charge(state.order_id, command.payment_token, command.amount)
             except GatewayTimeout as exc:
                 state.status = "TIMED_OUT"
                 state.history.append({"at": now_ms, "what": "charge timed out", "detail": str(exc)})
@@ -100,39 +105,43 @@ async def handle_payment(
                 state.history.append({"at": now_ms, "what": "failed", "detail": outcome.detail})
         else:
             state.history.append({"at": now_ms, "what": "repeated request answered from record", "detail": event_id})
-        outputs += _outcome(state, value, now_ms)
-    elif record == REFUND:
-        if state.status == "CAPTURED":
-            state.refund_id = await gateway.refund(state.payment_id, value["amount"])
+        outputs += _outcome(state, now_ms)
+    elif isinstance(command, RefundRequested):
+        if state.status == "CAPTURED" and state.payment_id is not None:
+            state.refund_id = await gateway.refund(state.payment_id, command.amount)
             state.status = "REFUNDED"
             state.history.append({"at": now_ms, "what": "refunded", "detail": state.refund_id})
         outputs += _refunded(state, event_id, now_ms)
     else:
-        raise Unexpected(f"the payments agent has no rule for {record}")
+        raise Unexpected(f"the payments agent has no rule for {type(command).__name__}")
     state.remember(event_id)
     return Result(state=state, outputs=outputs)
+
+
+def _amount(state: PaymentState) -> Money:
+    return Money(**state.amount) if state.amount else Money(0, "")
 
 
 def _refunded(state: PaymentState, request_id: str, now_ms: int) -> list[Output]:
     if state.status != "REFUNDED":
         return []
-    return [Output(PAYMENT_RESULTS, REFUNDED, {
-        "event_id": derived_event_id(request_id, "refunded"), "order_id": state.order_id,
-        "payment_id": state.payment_id, "refund_id": state.refund_id, "amount": state.amount,
-        "occurred_at": now_ms,
-    })]
+    return [Output(PaymentRefunded(
+        derived_event_id(request_id, "refunded"), state.order_id, state.payment_id or "", state.refund_id or "",
+        _amount(state), datetime_of_ms(now_ms),
+    ))]
 
 
-def _outcome(state: PaymentState, request: dict, now_ms: int) -> list[Output]:
+def _outcome(state: PaymentState, now_ms: int) -> list[Output]:
     # The id derives from the order, not the request, so a repeated request repeats the same event.
     if state.status in ("CAPTURED", "REFUNDED"):
-        return [Output(PAYMENT_RESULTS, SUCCEEDED, {
-            "event_id": derived_event_id(state.order_id, "succeeded"), "order_id": state.order_id,
-            "payment_id": state.payment_id, "amount": state.amount, "occurred_at": now_ms,
-        })]
+        return [Output(PaymentSucceeded(
+            derived_event_id(state.order_id, "succeeded"), state.order_id, state.payment_id or "", _amount(state),
+            datetime_of_ms(now_ms),
+        ))]
     if state.status == "FAILED":
-        return [Output(PAYMENT_RESULTS, FAILED, {
-            "event_id": derived_event_id(state.order_id, "failed"), "order_id": state.order_id,
-            "reason": state.failure, "detail": None, "occurred_at": now_ms,
-        })]
+        return [Output(PaymentFailed(
+            event_id=derived_event_id(state.order_id, "failed"), order_id=state.order_id,
+            reason=PaymentFailureReason(state.failure or PaymentFailureReason.GATEWAY_ERROR), detail=None,
+            occurred_at=datetime_of_ms(now_ms),
+        ))]
     return []  # TIMED_OUT: nothing to say; the saga's payment timeout decides

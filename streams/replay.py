@@ -23,50 +23,37 @@ import io
 import tempfile
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
+from typing import Any, cast
 
 import fastavro
 import rocksdict
 import yaml
+from aiokafka.partitioner import DefaultPartitioner
 
 from shopflow.schemas import load_schema
-from shopflow.streams.audit import audit
-from shopflow.streams.engine import INVENTORY_ROUTE, ORDERS_ROUTE, Engine, plain, route_for
-from shopflow.streams.inventory import SettledRows
+from shopflow.schemas.records import AvroRecord
+from shopflow.streams.audit import audit, plain
 from shopflow.streams.carts import due_expiries
+from shopflow.streams.engine import INVENTORY_ROUTE, ORDERS_ROUTE, Engine, route_for
+from shopflow.streams.inventory import SettledRows
 from shopflow.streams.orders import due_timeouts
 from shopflow.streams.payments import SimulatedGateway
-from shopflow.streams.runtime import Output, Unexpected, derived_event_id
+from shopflow.streams.replay_steps import adjust_stock, cancel_order, cart_command, list_product, place_order
+from shopflow.streams.runtime import Output, Unexpected
 from shopflow.tables import TABLES, TableSpec
 from shopflow.tables.values import StockState, decode, encode
-from shopflow.topologies.catalog import CART_COMMANDS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, TOPICS, Topic
+from shopflow.topologies.catalog import TOPICS, Topic
 
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+_KAFKA_PARTITIONER = DefaultPartitioner()
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, positive, modulo), as Java and Faust producers place keys."""
-    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
-    length = len(key)
-    h = (seed ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(key[i:i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = length % 4
-    if tail >= 3:
-        h ^= key[length - tail + 2] << 16
-    if tail >= 2:
-        h ^= key[length - tail + 1] << 8
-    if tail >= 1:
-        h ^= key[length - tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF) % partitions
+    """Kafka's default partitioner (murmur2, positive, modulo), as Java and Faust producers place keys:
+    the Kafka client's own (aiokafka, which Faust produces with)."""
+    return _KAFKA_PARTITIONER(key, range(partitions), None)
 
 
 class RocksTable:
@@ -93,9 +80,10 @@ class RocksTable:
         else:
             db[key.encode()] = encode(value)
 
-    def items(self, partition: int | None = None) -> list[tuple[str, dict]]:
+    def items(self, partition: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         dbs = self._dbs if partition is None else [self._dbs[partition]]
-        return [(k.decode(), decode(v)) for db in dbs for k, v in db.items()]
+        pairs = ((cast(bytes, k), cast(bytes, v)) for db in dbs for k, v in db.items())  # written as bytes here
+        return [(k.decode(), value) for k, v in pairs if (value := decode(v)) is not None]
 
     def close(self) -> None:
         for db in self._dbs:
@@ -119,13 +107,20 @@ def _by_topic(name: str) -> Topic:
     return next(t for t in TOPICS if t.name == name)
 
 
-def _avro_round_trip(record: str, value: dict) -> dict:
-    schema = load_schema(record)
-    parsed = fastavro.parse_schema(schema)
+def _avro_round_trip(record: AvroRecord) -> tuple[AvroRecord, dict[str, Any]]:
+    """The record as a consumer gets it after the wire (its schema's encode and decode): typed for the
+    agents, and plain (uuids as strings, timestamps as epoch ms) for the log, the audit and redeliveries."""
+    parsed = _parsed(record.AVRO_NAME)
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, parsed, value)
+    fastavro.schemaless_writer(buf, parsed, record.to_avro())
     buf.seek(0)
-    return plain(fastavro.schemaless_reader(buf, parsed, None))
+    decoded = cast(dict[str, Any], fastavro.schemaless_reader(buf, parsed, None))  # a record schema's value
+    return type(record).from_avro(decoded), plain(decoded)
+
+
+@cache
+def _parsed(fullname: str) -> dict[str, Any]:
+    return cast(dict[str, Any], fastavro.parse_schema(load_schema(fullname)))  # a record schema
 
 
 @dataclass
@@ -165,12 +160,13 @@ class Replay:
     crashes: list[Crash] = field(default_factory=list)  # armed, each fires once
     crashed: list[str] = field(default_factory=list)  # what fired, for the report
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.tables = {spec.name: RocksTable(self.store, spec) for spec in TABLES}
         # (record, its offset when delivered again; None when it is new and gets the next offset)
         self._queue: deque[tuple[Output, int | None]] = deque()
         self._ends: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
-        self._handled: deque[tuple[Output, int]] = deque(maxlen=64)  # the last records handled, for an uncommitted window
+        # The last records handled, for an uncommitted window.
+        self._handled: deque[tuple[Output, int]] = deque(maxlen=64)
         self._seen: dict[tuple[str, str], int] = {}  # (record, key) -> deliveries, for crash matching
         self.deliveries: list[tuple[str, str, int, int, int]] = []
         self.settled = SettledRows()
@@ -189,9 +185,8 @@ class Replay:
     async def redeliver(self, sent: Sent) -> None:
         """Deliver a record again exactly as it was (same offset, same event id), as after a crash before
         its offset was committed."""
-        topic = _by_topic(sent.topic)
-        record = next(r for r in topic.values if r.endswith("." + sent.record))
-        self._queue.append((Output(topic, record, dict(sent.value)), sent.offset))
+        record = next(r for r in _by_topic(sent.topic).values if r.__name__ == sent.record)
+        self._queue.append((Output(record.from_avro(sent.value)), sent.offset))
         await self._drain()
 
     async def advance(self, seconds: float) -> None:
@@ -205,7 +200,7 @@ class Replay:
     async def _drain(self) -> None:
         while self._queue:
             output, offset = self._queue.popleft()
-            value = _avro_round_trip(output.record, output.value)
+            record, value = _avro_round_trip(output.record)
             if offset is None:
                 at = (output.topic.name, murmur2_partition(output.key.encode(), output.topic.partitions))
                 offset = self._ends[at] = self._ends.get(at, -1) + 1
@@ -214,28 +209,32 @@ class Replay:
             route = route_for(output.topic.name)
             if route is None:
                 continue  # a fact for readers outside the saga (the orders topic)
-            key = self.engine.key_of(route, value)
             table = self.tables[route.table.name] if route.table else None
+            key = self.engine.key_of(route, record) if table else ""
             partition = table.partition(key) if table else 0
-            load = (lambda k: table.get(k, partition)) if table else None
+            load = partial(table.get, partition=partition) if table else None
             try:
-                result = await self.engine.apply(route, output.record, value, load, self.now_ms, offset)
+                result = await self.engine.apply(route, record, load, self.now_ms, offset)
             except Unexpected as exc:
                 self.dead_letters.append((sent, str(exc)))
                 continue
-            if route is INVENTORY_ROUTE:
-                self.settled.track(partition, result.writes, load, self.now_ms, lambda: table.items(partition))
+            if route is INVENTORY_ROUTE and table is not None and load is not None:
+                self.settled.track(partition, result.writes, load, self.now_ms, partial(table.items, partition))
             crash = self._crash_on(sent, len(result.outputs), len(result.writes))
             outputs = result.outputs
             writes = list(result.writes.items())
             if crash is not None:
                 writes = [] if crash.at == "lost-state" else writes[:crash.k] if crash.at == "writes" else writes
             for k, v in writes:
-                table.set(k, v, partition)
+                if table is not None:  # a route without a table writes nothing
+                    table.set(k, v, partition)
             if result.transition and route is ORDERS_ROUTE and (crash is None or crash.at != "lost-state"):
                 self.transitions.append((key, *result.transition))
             if crash is not None:
-                outputs = outputs[:crash.k] if crash.at == "output" else [] if crash.at in ("state", "writes") else outputs
+                if crash.at == "output":
+                    outputs = outputs[:crash.k]
+                elif crash.at in ("state", "writes"):
+                    outputs = []
                 self._restart(output, offset, crash, outputs)
                 continue
             self._queue.extend((o, None) for o in outputs)
@@ -283,53 +282,6 @@ class Outcome:
         return not self.problems
 
 
-def place_order(spec: dict, now_ms: int) -> Output:
-    """A PlaceOrder from the scenario shorthand: {order_id, user_id, token, currency, lines: [[sku, qty, price]]}."""
-    currency = spec.get("currency", "EUR")
-    lines = [{"sku": sku, "quantity": qty, "unit_price": {"amount_minor": price, "currency": currency}}
-             for sku, qty, price in spec["lines"]]
-    return Output(ORDER_COMMANDS, "shopflow.orders.PlaceOrder", {
-        "event_id": spec.get("event_id") or derived_event_id("scenario", "place", spec["order_id"]),
-        "order_id": spec["order_id"], "user_id": spec.get("user_id", "u-1"), "lines": lines,
-        "shipping_address": None, "payment_token": spec.get("token", "tok_approve"), "currency": currency,
-        "occurred_at": now_ms,
-    })
-
-
-def cancel_order(spec: dict, now_ms: int) -> Output:
-    return Output(ORDER_COMMANDS, "shopflow.orders.CancelOrder", {
-        "event_id": spec.get("event_id") or derived_event_id("scenario", "cancel", spec["order_id"], now_ms),
-        "order_id": spec["order_id"], "requested_by": spec.get("by", "u-1"), "occurred_at": now_ms,
-    })
-
-
-def list_product(spec: dict, now_ms: int) -> Output:
-    """A ProductUpserted as the catalog outbox would publish it: {sku, version, name?, price?}."""
-    return Output(CATALOG_PRODUCTS, "shopflow.catalog.ProductUpserted", {
-        "event_id": spec.get("event_id") or derived_event_id("scenario", "list", spec["sku"], spec["version"]),
-        "sku": spec["sku"], "version": spec["version"], "name": spec.get("name", spec["sku"]),
-        "description": "", "brand": None, "category": None,
-        "price": {"amount_minor": spec.get("price", 1000), "currency": spec.get("currency", "EUR")},
-        "attributes": {}, "active": True, "occurred_at": now_ms,
-    })
-
-
-_CART_RECORDS = {"add": "AddCartItem", "remove": "RemoveCartItem", "clear": "ClearCart", "checkout": "CheckoutCart"}
-
-
-def cart_command(spec: dict, now_ms: int) -> Output:
-    """A cart command from the shorthand {op: add|remove|clear|checkout, cart_id, sku?, quantity?, order_id?}."""
-    record = _CART_RECORDS[spec["op"]]
-    value = {"event_id": spec.get("event_id") or derived_event_id("scenario", "cart", spec["cart_id"], record, now_ms,
-                                                                   spec.get("sku")),
-             "cart_id": spec["cart_id"], "user_id": spec.get("user_id", spec["cart_id"]), "occurred_at": now_ms}
-    if record in ("AddCartItem", "RemoveCartItem"):
-        value.update(sku=spec["sku"], quantity=spec.get("quantity"))
-    if record == "CheckoutCart":
-        value.update(order_id=spec["order_id"], payment_token=spec.get("token", "tok_approve"), shipping_address=None)
-    return Output(CART_COMMANDS, f"shopflow.carts.{record}", value)
-
-
 async def run_scenario(path: Path, store: Path | None = None, crash: Crash | None = None) -> Outcome:
     """Run a scenario; with ``crash``, the same scenario with a worker dying at that point, judged by the
     same Then (records emitted compared without the copies the restart sends again)."""
@@ -371,11 +323,7 @@ async def _step(replay: Replay, step: dict) -> None:
             raise ValueError(f"nothing to redeliver: no {arg['record']} {arg['key']} was sent")
         await replay.redeliver(matches[arg.get("nth", 1) - 1])
     elif kind == "adjust":
-        await replay.send(Output(STOCK_REQUESTS, "shopflow.inventory.StockAdjusted", {
-            "event_id": derived_event_id("scenario", "adjust", arg["sku"], replay.now_ms),
-            "sku": arg["sku"], "delta": arg["delta"], "reason": arg.get("reason", "scenario"),
-            "adjusted_by": None, "occurred_at": replay.now_ms,
-        }))
+        await replay.send(adjust_stock(arg, replay.now_ms))
     elif kind == "list":
         await replay.send(list_product(arg, replay.now_ms))
     elif kind == "cart":
@@ -419,7 +367,8 @@ def _compare(replay: Replay, then: dict) -> list[str]:
             diff = "\n".join(difflib.unified_diff(then["distinct"], firsts, "expected", "replayed", lineterm="", n=2))
             problems.append("distinct records (copies with the same event id dropped) differ:\n" + diff)
     if "crashes" in then and replay.crashed != then["crashes"]:
-        problems.append(f"crashes: expected {then['crashes']}, got {replay.crashed} (armed, never met: {replay.crashes})")
+        problems.append(f"crashes: expected {then['crashes']}, got {replay.crashed} "
+                        f"(armed, never met: {replay.crashes})")
     want_dl = then.get("dead_letters", 0)
     if len(replay.dead_letters) != want_dl:
         problems.append(f"dead letters: expected {want_dl}, got {len(replay.dead_letters)}: "

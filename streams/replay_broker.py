@@ -9,11 +9,14 @@ broker, killing workers is tests/streams/test_saga_crash.py's business.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
+from confluent_kafka import Message
 
 from shopflow.streams.audit import audit
-from shopflow.streams.replay import Outcome, _fields, cancel_order, cart_command, list_product, place_order
+from shopflow.streams.replay import Outcome, _fields
+from shopflow.streams.replay_steps import cancel_order, cart_command, list_product, place_order
 from shopflow.topologies.catalog import CART_COMMANDS, CART_EVENTS
 
 
@@ -37,19 +40,21 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     doc = yaml.safe_load(path.read_text())
     given, then = doc.get("given") or {}, doc.get("then") or {}
     name = doc.get("name", path.stem)
-    declared = {**(given.get("timeouts") or {}), **({"cart_idle_s": given["cart_idle_s"]} if "cart_idle_s" in given else {})}
+    declared = {**(given.get("timeouts") or {}),
+                **({"cart_idle_s": given["cart_idle_s"]} if "cart_idle_s" in given else {})}
     config = httpx.get(f"{worker_url.rstrip('/')}/saga/config/", timeout=5).json()
     applied = {**config["timeouts"], "cart_idle_s": config.get("cart_idle_s")}
     wrong = {k: (v, applied.get(k)) for k, v in declared.items() if applied.get(k) != v}
     if wrong:
-        return Outcome(name, [f"the workers run other timeouts than the scenario declares (scenario, workers): {wrong}; "
+        return Outcome(name, ["the workers run other timeouts than the scenario declares "
+                              f"(scenario, workers): {wrong}; "
                               "start them with SHOPFLOW_<NAME>_S set to the scenario's"])
 
     run = uuid.uuid4().hex[:8]
     rid = lambda x: f"{run}-{x}"  # noqa: E731
     client = SagaClient(settings)
     reader = TopicReader(settings, client.codec, (*SAGA_TOPICS, CART_COMMANDS.name, CART_EVENTS.name), from_end=True)
-    log: list[tuple[object, str, dict]] = []
+    log: list[tuple[Message, str, dict[str, Any]]] = []
 
     def mine(value: dict) -> bool:
         return str(value.get("order_id") or value.get("cart_id") or value.get("sku") or "").startswith(run)
@@ -134,15 +139,16 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     # where a scenario says which records are distinct, those are compared (copies dropped by event id).
     if "distinct" in then or "emitted" in then:
         ids: set[str] = set()
-        got = Counter()
+        got: Counter[str] = Counter()
         for m, record, value in scenario_log:
             if "distinct" in then and value.get("event_id") in ids:
                 continue
-            ids.add(value.get("event_id"))
+            ids.add(value.get("event_id") or "")
             got[f"{record} {strip((m.key() or b'').decode())}"] += 1
         want = Counter(then["distinct"] if "distinct" in then else then["emitted"])
         if got != want:
-            problems.append(f"records emitted differ (as a multiset): missing {dict(want - got)}, extra {dict(got - want)}")
+            problems.append(f"records emitted differ (as a multiset): missing {dict(want - got)}, "
+                            f"extra {dict(got - want)}")
     dlq = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"replay-dlq-{run}",
                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
     dlq.subscribe([f"{t}.dlq" for t in SAGA_TOPICS])

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
-from shopflow.topologies.catalog import TOPICS, Topic
+from shopflow.schemas.records import AvroRecord
+from shopflow.topologies.catalog import TOPICS, Topic, topic_of
 
 TOPICS_BY_NAME = {t.name: t for t in TOPICS}
 
@@ -21,30 +23,39 @@ def derived_event_id(cause: str, *parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join([cause, *map(str, parts)])))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Output:
-    """One record to produce: topic, key (the entity id), record full name and Avro-ready value."""
+    """One record to produce, on the catalog topic that carries its type, keyed by the topic's key field."""
 
-    topic: Topic
-    record: str
-    value: dict
+    record: AvroRecord
+    topic: Topic = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.topic = topic_of(type(self.record))
 
     @property
     def key(self) -> str:
-        return self.value[self.topic.key]
+        key: str = getattr(self.record, self.topic.key)
+        return key
+
+    @property
+    def event_id(self) -> str:
+        # Every record a topic carries has one (the shared value types, never emitted alone, do not).
+        event_id: str = getattr(self.record, "event_id")  # noqa: B009
+        return event_id
 
     @property
     def short(self) -> str:
-        return self.record.rsplit(".", 1)[1]
+        return type(self.record).__name__
 
-    def stored(self) -> list:
-        """As kept in an entity's state, to be emitted again: [topic name, record, value]."""
-        return [self.topic.name, self.record, self.value]
+    def stored(self) -> list[Any]:
+        """As kept in an entity's state, to be emitted again: [topic name, record full name, Avro value]."""
+        return [self.topic.name, self.record.AVRO_NAME, self.record.to_avro()]
 
     @classmethod
-    def restore(cls, stored: list) -> Output:
+    def restore(cls, stored: list[Any]) -> Output:
         topic, record, value = stored
-        return cls(TOPICS_BY_NAME[topic], record, value)
+        return cls(TOPICS_BY_NAME[topic].carries(record).from_avro(value))
 
 
 class Unexpected(Exception):
@@ -57,8 +68,8 @@ class Unexpected(Exception):
 class Result:
     """What one record did to one entity: the state to store (None: unchanged) and the records to emit."""
 
-    state: object | None = None
+    state: Any | None = None
     outputs: list[Output] = field(default_factory=list)
     transition: tuple[str, str, str] | None = None  # (from, to, trigger) when the saga moved
     duplicate: bool = False  # met before: nothing changed, ``outputs`` are what it caused, emitted again
-    writes: dict[str, dict | None] = field(default_factory=dict)  # table key -> value to store (None: delete)
+    writes: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # table key -> value (None: delete)

@@ -1,12 +1,15 @@
 """How Faust agents speak ShopFlow's contracts: raw bytes off the topic, decoded by the one codec.
 
-Agents subscribe with ``value_serializer="raw"`` and decode with ``decode_or_dead_letter``, so a
-poison record becomes a dead-letter record (with its topic, partition, offset and reason) and the
-agent goes on, instead of Faust's own decode error handling stopping the stream. ``FaustRecord``
+Agents subscribe with ``value_serializer="raw"`` and decode with ``decode_record_or_dead_letter`` (the
+typed record of ``shopflow.schemas``, decoded once at the worker's edge), so a poison record becomes a
+dead-letter record (with its topic, partition, offset and reason) and the agent goes on, instead of
+Faust's own decode error handling stopping the stream. ``FaustRecord``
 lets a Faust message stand where a confluent-kafka message is expected.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from faust.types.tuples import Message
 
@@ -36,4 +39,4 @@ class FaustRecord:
 
     def headers(self) -> list[tuple[str, bytes]]:
         headers = self._m.headers or []
-        return list(headers.items()) if isinstance(headers, dict) else list(headers)
+        return list(headers.items()) if isinstance(headers, Mapping) else list(headers)

@@ -21,7 +21,6 @@ from shopflow.topologies.catalog import (
     Topic,
 )
 
-
 # The Faust app id: the workers' consumer group, and the prefix of the tables' changelog topics.
 APP_ID = "shopflow"
 

@@ -12,10 +12,14 @@ the sku's partition), dropped a while after it settled (``SETTLED_KEEP_MS``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Self
+from datetime import datetime
+from typing import Any, Protocol, Self
 
 import orjson
+
+from shopflow.schemas.records import ms_of
 
 # How many processed event ids an entity remembers to drop redeliveries; far more than the records
 # one order or one cart sees in its life.
@@ -31,7 +35,21 @@ RESERVATION_SEPARATOR = "\x1f"
 
 
 def encode(value: dict[str, Any]) -> bytes:
-    return orjson.dumps(value)
+    # A record an order keeps to emit again holds its timestamps as datetimes: stored as epoch ms, the
+    # Avro timestamp-millis value, which ``AvroRecord.from_avro`` takes back.
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def stored_items(db: Any) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """The (key, value) entries of one table partition's RocksDB database, as they are stored here."""
+    for key, raw in db.items():
+        yield key.decode(), decode(raw)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return ms_of(value)
+    raise TypeError(f"{type(value).__name__} is not stored in a table")
 
 
 def decode(raw: bytes | None) -> dict[str, Any] | None:
@@ -39,13 +57,15 @@ def decode(raw: bytes | None) -> dict[str, Any] | None:
 
 
 class _Stored:
+    processed: list[str]  # the entity's processed event ids (a field of each entity that dedupes by them)
+
     def to_dict(self) -> dict[str, Any]:
         # Shallow: the fields hold JSON values already, and a deep copy per stored record is hot-path cost.
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        names = {f.name for f in fields(cls)}
+        names = _field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def seen(self, event_id: str) -> bool:
@@ -55,10 +75,27 @@ class _Stored:
         _keep_last(self.processed, event_id, PROCESSED_KEPT)
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    # A stored value may hold keys a newer version wrote: only the class's own fields are read.
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    return names
+
+
 def _keep_last(ids: list[str], event_id: str, kept: int) -> None:
     """A bounded memory of ids: the newest ``kept`` of them."""
     ids.append(event_id)
     del ids[:-kept]
+
+
+class Emitted(Protocol):
+    """A record an entity emitted (``streams.runtime.Output``), kept to be emitted again."""
+
+    def stored(self) -> list[Any]: ...
 
 
 @dataclass
@@ -66,8 +103,8 @@ class OrderState(_Stored):
     order_id: str
     user_id: str
     status: str
-    lines: list[dict] = field(default_factory=list)  # [{sku, quantity, unit_price: {amount_minor, currency}}]
-    total: dict | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)  # [{sku, quantity, unit_price: Money's dict}]
+    total: dict[str, Any] | None = None  # Money's dict: {amount_minor, currency}
     payment_token: str = ""
     reason: str | None = None
     reserved: list[str] = field(default_factory=list)  # skus answered StockReserved
@@ -82,9 +119,9 @@ class OrderState(_Stored):
     processed: list[str] = field(default_factory=list)
     # What each processed record caused, by its event id: [[topic, record, value], ...]. A record met
     # again (redelivered after a crash that kept the state but lost the answers) emits the same again.
-    caused: dict[str, list] = field(default_factory=dict)
+    caused: dict[str, list[Any]] = field(default_factory=dict)
 
-    def remember(self, event_id: str, outputs=()) -> None:
+    def remember(self, event_id: str, outputs: Iterable[Emitted] = ()) -> None:
         super().remember(event_id)
         if outputs:
             self.caused[event_id] = [o.stored() for o in outputs]

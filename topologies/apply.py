@@ -47,7 +47,8 @@ def apply_topics(admin: AdminClient, topics: tuple[Topic, ...] | None = None, ti
         if drift:
             resource = ConfigResource(
                 ConfigResource.Type.TOPIC, topic.name,
-                incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in drift.items()],
+                incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                                     for k, v in drift.items()],
             )
             for future in admin.incremental_alter_configs([resource]).values():
                 future.result(timeout=timeout_s)

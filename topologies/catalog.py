@@ -12,6 +12,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shopflow.schemas.carts import AddCartItem, CartExpired, CheckoutCart, ClearCart, RemoveCartItem
+from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
+from shopflow.schemas.inventory import (
+    CommitStock,
+    ReleaseStock,
+    ReserveStock,
+    StockAdjusted,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from shopflow.schemas.notifications import NotificationRequested, NotificationSent
+from shopflow.schemas.orders import CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced, PlaceOrder, StepTimedOut
+from shopflow.schemas.payments import (
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentSucceeded,
+    RefundRequested,
+)
+from shopflow.schemas.records import AvroRecord
+from shopflow.schemas.users import UserRegistered
+
 DAY_MS = 24 * 3600 * 1000
 SAGA_PARTITIONS = 6
 
@@ -20,17 +43,29 @@ SAGA_PARTITIONS = 6
 class Topic:
     name: str
     key: str  # the field of the value that is the message key
-    values: tuple[str, ...]  # full names of the records it carries
+    values: tuple[type[AvroRecord], ...]  # the record classes it carries
     partitions: int
     doc: str
     cleanup_policy: str = "delete"
     retention_ms: int = 7 * DAY_MS
 
-    def subject(self, record: str) -> str:
+    @property
+    def record_names(self) -> tuple[str, ...]:
+        """Full names of the records it carries (``shopflow.orders.PlaceOrder``), as the registry knows them."""
+        return tuple(r.AVRO_NAME for r in self.values)
+
+    def subject(self, record: type[AvroRecord]) -> str:
         """The registry subject of one of this topic's record types (TopicRecordNameStrategy)."""
         if record not in self.values:
-            raise KeyError(f"{self.name} does not carry {record}; it carries {', '.join(self.values)}")
-        return f"{self.name}-{record}"
+            raise KeyError(f"{self.name} does not carry {record.AVRO_NAME}; it carries {', '.join(self.record_names)}")
+        return f"{self.name}-{record.AVRO_NAME}"
+
+    def carries(self, fullname: str) -> type[AvroRecord]:
+        """The record class of one of its records, by full name (as a writer schema names it)."""
+        for record in self.values:
+            if fullname == record.AVRO_NAME:
+                return record
+        raise KeyError(f"{self.name} does not carry {fullname}; it carries {', '.join(self.record_names)}")
 
     @property
     def dead_letter(self) -> str:
@@ -43,58 +78,56 @@ class Topic:
 
 ORDER_COMMANDS = Topic(
     "order-commands", "order_id",
-    ("shopflow.orders.PlaceOrder", "shopflow.orders.CancelOrder", "shopflow.orders.StepTimedOut"),
+    (PlaceOrder, CancelOrder, StepTimedOut),
     SAGA_PARTITIONS, "Commands to the orders agent: from the edge, cart checkout, and its own deadline scanner.",
 )
 ORDERS = Topic(
     "orders", "order_id",
-    ("shopflow.orders.OrderPlaced", "shopflow.orders.OrderConfirmed", "shopflow.orders.OrderCancelled"),
+    (OrderPlaced, OrderConfirmed, OrderCancelled),
     SAGA_PARTITIONS, "The orders agent's events: an order's life from placed to terminal.",
     retention_ms=30 * DAY_MS,
 )
 STOCK_REQUESTS = Topic(
     "stock-requests", "sku",
-    ("shopflow.inventory.ReserveStock", "shopflow.inventory.ReleaseStock", "shopflow.inventory.CommitStock",
-     "shopflow.inventory.StockAdjusted"),
+    (ReserveStock, ReleaseStock, CommitStock, StockAdjusted),
     SAGA_PARTITIONS, "Requests to the inventory agent, keyed by sku so one partition owns a sku's stock.",
 )
 STOCK_RESULTS = Topic(
     "stock-results", "order_id",
-    ("shopflow.inventory.StockReserved", "shopflow.inventory.StockRejected", "shopflow.inventory.StockReleased"),
+    (StockReserved, StockRejected, StockReleased),
     SAGA_PARTITIONS, "The inventory agent's answers, re-keyed by order_id back to the orders agent.",
 )
 PAYMENT_REQUESTS = Topic(
     "payment-requests", "order_id",
-    ("shopflow.payments.PaymentRequested", "shopflow.payments.RefundRequested"),
+    (PaymentRequested, RefundRequested),
     SAGA_PARTITIONS, "Charges and refunds asked of the payments agent.",
 )
 PAYMENT_RESULTS = Topic(
     "payment-results", "order_id",
-    ("shopflow.payments.PaymentSucceeded", "shopflow.payments.PaymentFailed", "shopflow.payments.PaymentRefunded"),
+    (PaymentSucceeded, PaymentFailed, PaymentRefunded),
     SAGA_PARTITIONS, "The payments agent's outcomes.", retention_ms=30 * DAY_MS,
 )
 CART_COMMANDS = Topic(
     "cart-commands", "cart_id",
-    ("shopflow.carts.AddCartItem", "shopflow.carts.RemoveCartItem", "shopflow.carts.ClearCart",
-     "shopflow.carts.CheckoutCart"),
+    (AddCartItem, RemoveCartItem, ClearCart, CheckoutCart),
     SAGA_PARTITIONS, "Cart changes from the edge to the carts agent.",
 )
 CART_EVENTS = Topic(
-    "cart-events", "cart_id", ("shopflow.carts.CartExpired",), SAGA_PARTITIONS,
+    "cart-events", "cart_id", (CartExpired,), SAGA_PARTITIONS,
     "What happened to carts on their own (expiry after idle time).",
 )
 CATALOG_PRODUCTS = Topic(
-    "catalog.products", "sku", ("shopflow.catalog.ProductUpserted", "shopflow.catalog.ProductDeleted"),
+    "catalog.products", "sku", (ProductUpserted, ProductDeleted),
     3, "Catalog changes leaving PostgreSQL through the outbox and Debezium; the latest per sku is kept.",
     cleanup_policy="compact", retention_ms=-1,
 )
 USERS = Topic(
-    "users", "user_id", ("shopflow.users.UserRegistered",), 3,
+    "users", "user_id", (UserRegistered,), 3,
     "Account events, through the outbox.", cleanup_policy="compact", retention_ms=-1,
 )
 NOTIFICATIONS = Topic(
     "notifications", "notification_id",
-    ("shopflow.notifications.NotificationRequested", "shopflow.notifications.NotificationSent"),
+    (NotificationRequested, NotificationSent),
     3, "Notifications asked for and their delivery outcomes.",
 )
 
@@ -115,6 +148,17 @@ def dead_letter_topics() -> tuple[Topic, ...]:
 
 def all_topics() -> tuple[Topic, ...]:
     return TOPICS + dead_letter_topics()
+
+
+_TOPIC_OF: dict[type[AvroRecord], Topic] = {record: topic for topic in TOPICS for record in topic.values}
+
+
+def topic_of(record: type[AvroRecord]) -> Topic:
+    """The one catalog topic a record type travels on (every record type has exactly one)."""
+    try:
+        return _TOPIC_OF[record]
+    except KeyError:
+        raise KeyError(f"no catalog topic carries {record.AVRO_NAME}") from None
 
 
 def by_name(name: str) -> Topic:

@@ -32,7 +32,8 @@ def test_register_is_idempotent_and_the_tree_checks_clean(registry):
 def test_a_compatible_change_is_accepted_and_a_breaking_one_named(registry):
     register_all(registry)
 
-    optional = check_against_registry(registry, _tree_with_field({"name": "coupon", "type": ["null", "string"], "default": None}))
+    coupon = {"name": "coupon", "type": ["null", "string"], "default": None}
+    optional = check_against_registry(registry, _tree_with_field(coupon))
     breaking = check_against_registry(registry, _tree_with_field({"name": "coupon", "type": "string"}))
 
     assert optional == []

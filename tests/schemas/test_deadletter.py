@@ -20,7 +20,7 @@ def test_poison_bytes_reach_the_dead_letter_topic_and_the_stream_goes_on(
     topic = topic_factory("poison")
     dlq = topic_factory("poison-dlq")  # stands in for <topic>.dlq, which a test topic has no catalog entry for
     schema = load_schema(RECORD)
-    good = lambda n: codec.encode(f"{topic}-{RECORD}", schema, {  # noqa: E731
+    good = lambda n: codec.encode_value(f"{topic}-{RECORD}", schema, {  # noqa: E731
         "event_id": f"00000000-0000-4000-8000-00000000000{n}", "sku": f"SKU-{n}", "delta": n,
         "reason": "recount", "adjusted_by": None, "occurred_at": 1_700_000_000_000,
     })
@@ -48,7 +48,7 @@ def test_poison_bytes_reach_the_dead_letter_topic_and_the_stream_goes_on(
     letters = consume(dlq, 3)
     reasons = [dict(m.headers())["dlq.reason"] for m in letters]
     assert reasons == [b"bad-magic-byte", b"truncated", b"unknown-schema-id"]
-    for m, offset in zip(letters, (1, 3, 4)):
+    for m, offset in zip(letters, (1, 3, 4), strict=True):
         h = dict(m.headers())
         assert h["dlq.topic"] == topic.encode()
         assert h["dlq.offset"] == str(offset).encode()

@@ -75,11 +75,13 @@ def _crash_points(scenario: str) -> list:
     return [(path, c) for c in points]
 
 
-CRASHES = _crash_points("happy_path") + _crash_points("payment_declined") + _crash_points("out_of_stock_one_line_of_three")
+CRASHES = [point for scenario in ("happy_path", "payment_declined", "out_of_stock_one_line_of_three")
+           for point in _crash_points(scenario)]
 
 
 @pytest.mark.parametrize("path,crash", CRASHES, ids=[
-    f"{p.stem}-{c.record}-{c.key}#{c.nth}-{c.at}{c.k or ''}{'-uncommitted' if c.uncommitted else ''}" for p, c in CRASHES])
+    f"{p.stem}-{c.record}-{c.key}#{c.nth}-{c.at}{c.k or ''}{'-uncommitted' if c.uncommitted else ''}"
+    for p, c in CRASHES])
 async def test_a_crash_at_any_point_changes_no_outcome(path, crash, tmp_path):
     """Given a scenario, When a worker dies at this point and restarts from its committed offsets and
     the changelog, Then the scenario's Then holds as if it had not."""
@@ -89,5 +91,6 @@ async def test_a_crash_at_any_point_changes_no_outcome(path, crash, tmp_path):
 
 def test_the_crash_points_cover_every_record_of_the_happy_path():
     handled = {(c.record, c.at) for p, c in CRASHES if p.stem == "happy_path"}
-    for record in ("PlaceOrder", "ReserveStock", "StockReserved", "PaymentRequested", "PaymentSucceeded", "CommitStock"):
+    records = ("PlaceOrder", "ReserveStock", "StockReserved", "PaymentRequested", "PaymentSucceeded", "CommitStock")
+    for record in records:
         assert {(record, at) for at in ("state", "commit", "lost-state")} <= handled

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from shopflow.schemas.inventory import StockAdjusted
+from shopflow.schemas.records import AvroRecord
 from shopflow.topologies.catalog import PAYMENT_RESULTS, STOCK_REQUESTS
 from shopflow.topologies.saga import (
     CANCEL_ORDER,
@@ -27,21 +29,13 @@ from shopflow.topologies.saga import (
     REFUNDED,
     RESERVATION_TIMEOUT,
     RESERVED,
-    START,
     STOCK,
     STOCK_REJECTED,
     STOCK_RESERVED,
-    Emit,
-    Message,
-    Outcome,
-    Saga,
-    State,
-    Timeout,
-    Transition,
-    Trigger,
-    check,
-    mermaid,
 )
+from shopflow.topologies.saga_check import check
+from shopflow.topologies.saga_draw import mermaid
+from shopflow.topologies.saga_model import START, Emit, Message, Outcome, Saga, State, Timeout, Transition, Trigger
 
 # --- building broken sagas from the real one -------------------------------------------------------
 
@@ -94,7 +88,7 @@ def test_the_order_saga_checks_clean():
 @dataclass(frozen=True)
 class Answer:
     given: str  # the order's state
-    when: str  # the record full name or timeout name that reaches it
+    when: type[AvroRecord] | str  # the record class or timeout name that reaches it
     guard: str | None
     then: str  # the state it ends in
     emits: tuple[str, ...]  # short names of what it produces, compensations included
@@ -121,7 +115,8 @@ ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("case", ANSWERS, ids=lambda c: f"{c.given}-{c.when.rsplit('.', 1)[-1]}-{c.guard or ''}")
+@pytest.mark.parametrize("case", ANSWERS,
+                         ids=lambda c: f"{c.given}-{getattr(c.when, '__name__', c.when)}-{c.guard or ''}")
 def test_given_a_state_when_a_record_arrives_then_the_order_moves_as_designed(case: Answer):
     rules = [r for r in ORDER_SAGA.rules(case.given, case.when)
              if case.guard is None or getattr(r, "guard", None) == case.guard]
@@ -205,7 +200,7 @@ BROKEN = [
     Broken(
         "a request to another context that is no declared effect",
         edit_transition(ORDER_SAGA, RESERVED, PAYMENT_SUCCEEDED, emits=(
-            Emit(ORDER_CONFIRMED), Emit(Message(STOCK_REQUESTS, "shopflow.inventory.StockAdjusted")),
+            Emit(ORDER_CONFIRMED), Emit(Message(STOCK_REQUESTS, StockAdjusted)),
         )),
         "emits StockAdjusted on stock-requests, no declared effect's request",
     ),
@@ -310,7 +305,8 @@ def test_the_diagram_is_deterministic():
     assert mermaid(ORDER_SAGA) == mermaid(ORDER_SAGA) == mermaid(rebuilt)
 
     # Set iteration order follows the string hash seed: the diagram must not.
-    script = "from shopflow.topologies.saga import ORDER_SAGA, mermaid; print(mermaid(ORDER_SAGA), end='')"
+    script = ("from shopflow.topologies.saga import ORDER_SAGA; from shopflow.topologies.saga_draw import mermaid; "
+              "print(mermaid(ORDER_SAGA), end='')")
     drawn = {
         subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}).stdout
