@@ -1,5 +1,5 @@
 """Explicit conversions between the edge's catalog and search types (``api.catalog_schemas``) and the
-repository's and search module's dataclasses (``shopflow.catalog``, ``shopflow.search``).
+catalog's dataclasses (``shopflow.catalog``, ``shopflow.catalog.search``).
 
 Field by field, as in ``api.converters``: nothing is copied by matching names, so a renamed field on
 either side fails here and in ``tests/api/test_catalog_routes.py`` rather than in a client. Prices
@@ -15,8 +15,8 @@ from shopflow.api.catalog_schemas import (
     CategoryNode,
     CategoryPublic,
     CategoryTree,
-    FacetValue,
     Facets,
+    FacetValue,
     ProductCreate,
     ProductPublic,
     ProductUpdate,
@@ -27,7 +27,7 @@ from shopflow.api.catalog_schemas import (
 )
 from shopflow.api.schemas import Money
 from shopflow.catalog import Category, Product, ProductInput
-from shopflow.search import SearchHit, SearchResult, Suggestion
+from shopflow.catalog.search import SearchHit, SearchResult, Suggestion
 
 # -- to the catalog -------------------------------------------------------------------------------------
 

@@ -1,62 +1,97 @@
 """The edge's catalog and search types: products, categories, search pages and suggestions over HTTP.
 
-Kept apart from the Avro records (``ProductUpserted`` ...) and from ``shopflow.catalog``'s and
-``shopflow.search``'s dataclasses; ``api.catalog_converters`` maps between them field by field.
-Bounds here mirror ``shopflow.catalog.validate_product`` so most bad input is refused (422, one
-entry per field) before the repository is asked; the repository still checks everything itself.
-Input types forbid unknown fields, as in ``api.schemas``.
+Kept apart from the Avro records (``ProductUpserted`` ...) and from the catalog's dataclasses;
+``api.catalog_converters`` maps between them field by field. The field types of products and
+categories are the catalog's own rules (``shopflow.catalog.products.Rule``): the same checks the
+repository runs, so a bad field is refused here (422, one entry per field) with the words the
+repository would use, and the OpenAPI document declares the same limits. Input types forbid unknown
+fields, as in ``api.schemas``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
-from shopflow.api.schemas import Money, ShortText, Sku, _In, _text
-from shopflow.catalog import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_DESCRIPTION, MAX_NAME
-from shopflow.catalog import MAX_PRICE_MINOR as _MAX_PRICE
+from shopflow.api.schemas import Money, _In, whole_number
+from shopflow.catalog.categories import MAX_CATEGORY_ID, SLUG_SCHEMA, check_slug
+from shopflow.catalog.products import (
+    ACTIVE_SCHEMA,
+    ATTRIBUTES_SCHEMA,
+    BRAND_SCHEMA,
+    CATEGORY_PATH_SCHEMA,
+    CURRENCY_SCHEMA,
+    DESCRIPTION_SCHEMA,
+    MAX_PRICE_MINOR,
+    NAME_SCHEMA,
+    PRICE_MINOR_SCHEMA,
+    SKU_SCHEMA,
+    Rule,
+    check_active,
+    check_attributes,
+    check_brand,
+    check_category_path,
+    check_currency,
+    check_description,
+    check_name,
+    check_price_minor,
+    check_sku,
+)
 
-MAX_PRICE_MINOR = _MAX_PRICE
-MAX_CATEGORY_ID = 2**63 - 1  # bigint identity
+__all__ = ["MAX_CATEGORY_ID", "MAX_PRICE_MINOR"]  # the search and catalog routes' bounds
 
-ProductName = _text(max_length=MAX_NAME)
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_DESCRIPTION)]
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=100)]
-CategoryPath = Annotated[str, StringConstraints(
-    pattern=r"^[a-z0-9]+(-[a-z0-9]+)*(/[a-z0-9]+(-[a-z0-9]+)*)*$", max_length=1000)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-CategoryId = Annotated[StrictInt, Field(ge=1, le=MAX_CATEGORY_ID)]
-AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY, pattern=r"\S")]
-AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)]
-Attributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
+Sku = Annotated[str, Rule(check_sku, "sku", SKU_SCHEMA)]
+ProductName = Annotated[str, Rule(check_name, "name", NAME_SCHEMA)]
+Description = Annotated[str, Rule(check_description, "description", DESCRIPTION_SCHEMA)]
+Brand = Annotated[str, Rule(check_brand, "brand", BRAND_SCHEMA)]
+CategoryPath = Annotated[str, Rule(check_category_path, "category", CATEGORY_PATH_SCHEMA)]
+AmountMinor = Annotated[int, Rule(check_price_minor, "amount_minor", PRICE_MINOR_SCHEMA),
+                        BeforeValidator(whole_number)]
+Currency = Annotated[str, Rule(check_currency, "currency", CURRENCY_SCHEMA)]
+Attributes = Annotated[dict[str, str], Rule(check_attributes, "attributes", ATTRIBUTES_SCHEMA)]
+Active = Annotated[bool, Rule(check_active, "active", ACTIVE_SCHEMA)]
+Slug = Annotated[str, Rule(check_slug, "slug", SLUG_SCHEMA)]
+CategoryName = Annotated[str, Rule(check_name, "name", NAME_SCHEMA)]
+CategoryId = Annotated[StrictInt, Field(ge=1, le=MAX_CATEGORY_ID), BeforeValidator(whole_number)]
 
 
 # -- products -------------------------------------------------------------------------------------------
 
 
 class PriceIn(_In):
-    amount_minor: Annotated[StrictInt, Field(ge=0, le=MAX_PRICE_MINOR)] = Field(
-        description="Integer count of the currency's minor unit (1999 with EUR = 19.99 EUR).")
-    currency: Currency = Field(description="ISO 4217 code, upper case.")
+    amount_minor: AmountMinor
+    currency: Currency
 
 
 class ProductCreate(_In):
     sku: Sku
     name: ProductName
     description: Description = ""
-    brand: ShortText | None = None
-    category: CategoryPath | None = Field(default=None, description="A category path, e.g. audio/headphones.")
+    brand: Brand | None = None
+    category: CategoryPath | None = None
     price: PriceIn
     attributes: Attributes = Field(default_factory=dict)
-    active: StrictBool = True
+    active: Active = True
+
+
+def _patch_document(schema: dict[str, Any], model: type[Any]) -> None:
+    """What ``_Patch`` refuses, the OpenAPI document says: an empty body, null outside ``NULLABLE``."""
+    schema["minProperties"] = 1
+    for name, prop in schema.get("properties", {}).items():
+        if name in model.NULLABLE or not isinstance(prop.get("anyOf"), list):
+            continue
+        kept = [branch for branch in prop.pop("anyOf") if branch != {"type": "null"}]
+        prop.pop("default", None)
+        prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
 
 
 class _Patch(_In):
     """A PATCH body: the fields sent are changed, those left out keep their value. Only the fields named in
     ``NULLABLE`` may be sent as null (cleared); an empty body changes nothing and is refused."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_document)
     NULLABLE: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
@@ -77,11 +112,11 @@ class ProductUpdate(_Patch):
 
     name: ProductName | None = None
     description: Description | None = None
-    brand: ShortText | None = None
+    brand: Brand | None = None
     category: CategoryPath | None = None
     price: PriceIn | None = None
     attributes: Attributes | None = None
-    active: StrictBool | None = None
+    active: Active | None = None
 
 
 class ProductPublic(BaseModel):
@@ -102,7 +137,7 @@ class ProductPublic(BaseModel):
 
 class CategoryCreate(_In):
     slug: Slug
-    name: ProductName
+    name: CategoryName
     parent_id: CategoryId | None = Field(default=None, description="The parent's id; none for a root category.")
 
 
@@ -112,7 +147,7 @@ class CategoryUpdate(_Patch):
     NULLABLE = frozenset({"parent_id"})
 
     slug: Slug | None = None
-    name: ProductName | None = None
+    name: CategoryName | None = None
     parent_id: CategoryId | None = None
 
 

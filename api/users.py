@@ -17,13 +17,11 @@ import uuid
 import asyncpg
 
 from shopflow.api.converters import to_user_registered, user_from_row
-from shopflow.api.pg import connect
 from shopflow.api.schemas import UserPublic
 from shopflow.api.security import Role, hash_password, verify_password
-from shopflow.db import migrate
-from shopflow.schemas import load_schema
+from shopflow.db import connect, migrate
+from shopflow.outbox import Outbox
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.records import UserRegistered
 from shopflow.settings import Settings
 from shopflow.topologies.catalog import USERS
 
@@ -32,11 +30,6 @@ _COLUMNS = "id, email, display_name, role, created_at"
 
 class EmailTaken(Exception):
     """An account with this e-mail address exists."""
-
-
-def outbox_payload(codec: AvroCodec, event: UserRegistered) -> bytes:
-    name = UserRegistered.AVRO_NAME
-    return codec.encode(USERS.subject(name), load_schema(name), event.to_avro())
 
 
 async def register(conn: asyncpg.Connection, codec: AvroCodec, *, email: str, password: str,
@@ -52,10 +45,7 @@ async def register(conn: asyncpg.Connection, codec: AvroCodec, *, email: str, pa
             )
             user = user_from_row(row)
             event = to_user_registered(user)
-            await conn.execute(
-                "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)",
-                uuid.UUID(event.event_id), USERS.name, user.id, "UserRegistered", outbox_payload(codec, event),
-            )
+            await Outbox(codec, USERS).write(conn, [(user.id, event)])
     except asyncpg.UniqueViolationError:
         raise EmailTaken(f"an account with e-mail {email.lower()} already exists") from None
     return user

@@ -8,17 +8,27 @@ that is not a valid declaration is refused before anything is sent.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 CONNECTORS_DIR = Path(__file__).resolve().parent
+POLL_S = 0.5  # how often a connector's status is read while waiting for it to run
 
 
 class ConnectorError(Exception):
     """A connector declaration or its deployment failed; the message says what to do."""
+
+
+class _NotRunning(Exception):
+    """Not RUNNING yet (connector or some task); ``status`` is the last one read (None: not there yet)."""
+
+    def __init__(self, status: dict | None):
+        super().__init__(status)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,12 @@ class ConnectClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kw) -> httpx.Response:
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             return self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise ConnectorError(f"Kafka Connect at {self.url} unreachable ({exc}); start it with `shopflow stack up`") from None
+            raise ConnectorError(f"Kafka Connect at {self.url} unreachable ({exc}); "
+                                 "start it with `shopflow stack up`") from None
 
     def put(self, connector: Connector) -> bool:
         """Create or update; returns True when the connector was created."""
@@ -99,9 +110,8 @@ class ConnectClient:
 
     def wait_running(self, name: str, timeout_s: float = 60.0) -> dict:
         """Wait until the connector and all its tasks are RUNNING; a FAILED one raises with its trace."""
-        deadline = time.monotonic() + timeout_s
-        status: dict | None = None
-        while time.monotonic() < deadline:
+
+        def running() -> dict:
             status = self.status(name)
             if status:
                 failed = [t for t in [status["connector"], *status.get("tasks", [])] if t.get("state") == "FAILED"]
@@ -116,8 +126,14 @@ class ConnectClient:
                     t.get("state") == "RUNNING" for t in tasks
                 ):
                     return status
-            time.sleep(0.5)
-        raise ConnectorError(f"{name} not RUNNING after {timeout_s:.0f}s (last status: {status}); see .shopflow/logs/connect.log")
+            raise _NotRunning(status)
+
+        try:
+            return Retrying(retry=retry_if_exception_type(_NotRunning), stop=stop_after_delay(timeout_s),
+                            wait=wait_fixed(POLL_S), reraise=True)(running)
+        except _NotRunning as exc:
+            raise ConnectorError(f"{name} not RUNNING after {timeout_s:.0f}s (last status: {exc.status}); "
+                                 "see .shopflow/logs/connect.log") from None
 
     def apply(self, connector: Connector, timeout_s: float = 60.0) -> str:
         created = self.put(connector)

@@ -12,7 +12,8 @@ deleted with ``version_type=external`` and the event's ``version``, so OpenSearc
 write whose version is not above the one it holds (a version conflict means "already newer": go on).
 A record that cannot be decoded, is not a catalog event, or whose document the index refuses goes to
 the dead-letter topic (``<topic>.dlq``) and the loop goes on. After a batch, the Redis product cache
-is fenced for every sku it touched (``shopflow.catalog.invalidate_cached_products``).
+is fenced for every sku it touched (``shopflow.catalog.cache.invalidate_cached_products``). A batch
+that fails (OpenSearch, the broker or the registry away) is retried with backoff (tenacity), never skipped.
 
 New skus reaching the inventory with zero stock is the inventory agent's job (it listens to
 ``catalog.products`` itself). The other way round, ``run_stock`` feeds each sku's available units from
@@ -25,20 +26,29 @@ import json
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_incrementing,
+)
 
-from shopflow.catalog import invalidate_cached_products
+from shopflow.catalog.cache import invalidate_cached_products
+from shopflow.catalog.search import SearchError
+from shopflow.catalog.search_index import DEFAULT_INDEX, Delete, Outcome, ProductSearch, Upsert, Write, product_document
+from shopflow.kafka import producer_config
+from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.deadletter import DeadLetter, SourceRecord, dead_letter, decode_or_dead_letter
-from shopflow.schemas.records import ProductDeleted, ProductUpserted
+from shopflow.schemas.deadletter import DeadLetter, SourceRecord, dead_letter, decode_or_dead_letter, header_pairs
 from shopflow.schemas.registry import RegistryError, SchemaRegistry
-from shopflow.search import DEFAULT_INDEX, Delete, Outcome, ProductSearch, SearchError, Upsert, Write, product_document
 from shopflow.settings import Settings
 from shopflow.tables import INVENTORY_TABLE, changelog_topic
 from shopflow.tables.values import is_reservation_key
@@ -49,6 +59,9 @@ log = logging.getLogger(__name__)
 GROUP_ID = "shopflow-search-indexer"
 STOCK_GROUP_ID = "shopflow-search-stock"
 BATCH_SIZE = 500
+INVALIDATE_ATTEMPTS = 3
+# A failed batch is tried again after 0.5 s, then twice as long each time up to 10 s, until it goes through.
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 10.0
 _EVENT_TYPES = {"ProductUpserted": ProductUpserted, "ProductDeleted": ProductDeleted}
 
 
@@ -58,7 +71,7 @@ class InvalidEvent(ValueError):
 
 def event_type(record: SourceRecord, value: dict[str, Any]) -> type[ProductUpserted] | type[ProductDeleted]:
     """The record type, from the ``event_type`` header the outbox router sets (or the value's shape)."""
-    header = next((v for k, v in (record.headers() or []) if k == "event_type"), None)
+    header = next((v for k, v in header_pairs(record) if k == "event_type"), None)
     if header is not None:
         name = header.decode(errors="replace").strip('"')
         if name not in _EVENT_TYPES:
@@ -106,8 +119,8 @@ class Indexer:
         sources: list[SourceRecord] = []
         for record in records:
             value, letter = decode_or_dead_letter(self.codec, record)
-            if letter is not None:
-                result.dead_letters.append(letter)
+            if letter is not None or value is None:  # a value or a dead letter, never neither
+                result.dead_letters.extend([letter] if letter is not None else [])
                 continue
             try:
                 writes.append(to_write(record, value))
@@ -115,7 +128,8 @@ class Indexer:
                 result.dead_letters.append(dead_letter(record, "not-a-catalog-event", str(exc)))
                 continue
             sources.append(record)
-        for record, write, outcome in zip(sources, writes, self.search.apply(writes, refresh=self.refresh)):
+        outcomes = self.search.apply(writes, refresh=self.refresh)
+        for record, write, outcome in zip(sources, writes, outcomes, strict=True):
             if outcome.outcome is Outcome.REJECTED:
                 result.dead_letters.append(dead_letter(record, "index-rejected", outcome.detail))
                 continue
@@ -140,8 +154,9 @@ class Indexer:
                 failures.append(f"{msg.topic()}: {err}")
 
         for letter in letters:
-            log.warning("dead letter to %s: %s", letter.topic, dict(letter.headers).get("dlq.detail", b"").decode())
-            self.dead_letters.produce(letter.topic, key=letter.key, value=letter.value, headers=letter.headers,
+            log.warning("dead letter to %s: %s", letter.topic, letter.detail)
+            headers: list[tuple[str, str | bytes | None]] = list(letter.headers)
+            self.dead_letters.produce(letter.topic, key=letter.key, value=letter.value, headers=headers,
                                       on_delivery=delivered)
         remaining = self.dead_letters.flush(30)
         if remaining or failures:
@@ -154,21 +169,29 @@ class Indexer:
             return
         # A few tries, then go on: holding the index back on a Redis outage would make search stale
         # too, while a cache entry that missed its fence is still bounded by its TTL.
-        for attempt in range(3):
-            try:
-                invalidate_cached_products(self.cache, versions)
-                return
-            except redis.RedisError as exc:
-                log.warning("product cache invalidation failed (attempt %d): %s", attempt + 1, exc)
-                time.sleep(0.2 * (attempt + 1))
-        log.error("product cache not invalidated for %d sku(s); entries expire with their TTL", len(versions))
+        def failed(state: RetryCallState) -> None:
+            log.warning("product cache invalidation failed (attempt %d): %s", state.attempt_number, _error(state))
+
+        def gave_up(state: RetryCallState) -> None:
+            log.error("product cache not invalidated for %d sku(s) (%s); entries expire with their TTL",
+                      len(versions), _error(state))
+
+        Retrying(retry=retry_if_exception_type(redis.RedisError), stop=stop_after_attempt(INVALIDATE_ATTEMPTS),
+                 wait=wait_incrementing(start=0.2, increment=0.2), before_sleep=failed,
+                 retry_error_callback=gave_up)(invalidate_cached_products, self.cache, versions)
+
+
+def _error(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
 
 
 def _commit_offsets(records: Sequence[Message]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
     for m in records:
-        key = (m.topic(), m.partition())
-        last[key] = max(last.get(key, -1), m.offset())
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        if topic is None or partition is None or offset is None:  # not a consumed record: nothing to commit
+            continue
+        last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
@@ -190,8 +213,7 @@ def run(settings: Settings, stop_event: StopSignal, *, topic: str = CATALOG_PROD
     search = ProductSearch.connect(settings, index)
     registry = SchemaRegistry(settings.registry_url)
     cache = redis.Redis.from_url(settings.redis_url)
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all",
-                         "enable.idempotence": True, "linger.ms": 5})
+    producer = Producer(producer_config(settings.bootstrap_servers, "shopflow-indexer", **{"linger.ms": 5}))
     consumer = Consumer({
         "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -207,29 +229,44 @@ def run(settings: Settings, stop_event: StopSignal, *, topic: str = CATALOG_PROD
             batch = _next_batch(consumer, batch_size)
             if not batch:
                 continue
-            delay = 0.5
-            while not stop_event.is_set():
-                try:
-                    result = indexer.process_batch(batch)
-                except (SearchError, KafkaException, RegistryError) as exc:
-                    log.warning("batch of %d not applied, retrying in %.1fs: %s", len(batch), delay, exc)
-                    stop_event.wait(delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
-                try:
-                    consumer.commit(offsets=_commit_offsets(batch), asynchronous=False)
-                except KafkaException as exc:
-                    # Partitions moved to another member meanwhile: it replays them, idempotently.
-                    log.warning("offset commit failed (%s); the batch will be replayed", exc)
-                if on_batch is not None:
-                    on_batch(result)
+            result = _apply_until_done(indexer, batch, stop_event)
+            if result is None:  # stopped before the batch went through: not committed, replayed next time
                 break
+            try:
+                consumer.commit(offsets=_commit_offsets(batch), asynchronous=False)
+            except KafkaException as exc:
+                # Partitions moved to another member meanwhile: it replays them, idempotently.
+                log.warning("offset commit failed (%s); the batch will be replayed", exc)
+            if on_batch is not None:
+                on_batch(result)
     finally:
         consumer.close()
         producer.flush(10)
         cache.close()
         registry.close()
         search.close()
+
+
+def _apply_until_done(indexer: Indexer, batch: list[Message], stop_event: StopSignal) -> BatchResult | None:
+    """The batch applied, retried with backoff on a failure worth retrying; None if stopped meanwhile."""
+
+    def failed(state: RetryCallState) -> None:
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("batch of %d not applied, retrying in %.1fs: %s", len(batch), delay, _error(state))
+
+    def pause(seconds: float) -> None:
+        stop_event.wait(seconds)  # a stop cuts the wait short
+
+    retrying = Retrying(
+        retry=retry_if_exception_type((SearchError, KafkaException, RegistryError)),
+        stop=lambda _state: stop_event.is_set(),
+        wait=wait_exponential(multiplier=RETRY_FIRST_S, max=RETRY_MAX_S),
+        sleep=pause,
+        before_sleep=failed,
+        retry_error_callback=lambda _state: None,
+    )
+    result: BatchResult | None = retrying(indexer.process_batch, batch)
+    return result
 
 
 def _next_batch(consumer: Consumer, batch_size: int) -> list[Message]:
@@ -267,15 +304,16 @@ def run_stock(settings: Settings, stop_event: StopSignal, *, topic: str | None =
         while not stop_event.is_set():
             batch = _next_batch(consumer, BATCH_SIZE)
             for msg in batch:
-                if msg.key() is None or msg.value() is None or is_reservation_key(msg.key().decode()):
+                key, value, offset = msg.key(), msg.value(), msg.offset()
+                if key is None or value is None or offset is None or is_reservation_key(key.decode()):
                     continue  # an order line's reservation row: the sku's own record carries its counts
                 try:
-                    state = json.loads(msg.value())
+                    state = json.loads(value)
                     available = int(state["on_hand"]) - int(state["reserved"])
                 except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("stock record %s[%d]@%d skipped: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+                    log.warning("stock record %s[%d]@%d skipped: %s", msg.topic(), msg.partition(), offset, exc)
                     continue
-                search.set_stock(msg.key().decode(), available, msg.offset() + 1, refresh=refresh)
+                search.set_stock(key.decode(), available, offset + 1, refresh=refresh)
             if batch:
                 consumer.commit(offsets=_commit_offsets(batch), asynchronous=False)
     finally:

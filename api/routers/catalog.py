@@ -23,8 +23,6 @@ from typing import Annotated, Any, NoReturn
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shopflow.api.catalog_converters import (
     category_public,
@@ -46,12 +44,13 @@ from shopflow.api.catalog_schemas import (
 from shopflow.api.dependencies import AdminUser, CatalogDep, EdgeDep, IdempotencyKey
 from shopflow.api.errors import errors
 from shopflow.api.idempotency import fingerprint
-from shopflow.catalog import _FENCE_LUA, PRODUCT_CACHE_TTL_S, CatalogError, product_cache_key
+from shopflow.catalog import CatalogError
+from shopflow.catalog.products import SKU_PATTERN
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["catalog"])
 
-SkuPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The product's sku.")]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The product's sku.")]
 CategoryIdPath = Annotated[int, Path(ge=1, le=MAX_CATEGORY_ID, description="The category's id.")]
 _LOCATION = {"Location": {"description": "Where the new resource is read.", "schema": {"type": "string"}}}
 _WRITE_ERRORS = errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -81,16 +80,6 @@ async def command(edge: EdgeDep, admin_id: str, key: str, request: Request, body
     return await edge.idempotency.run(admin_id, key, fp, handle)
 
 
-async def fence_cache(redis: Redis, sku: str, version: int) -> None:
-    """Invalidate the sku's cached product up to ``version`` (the indexer's fence, done now).
-
-    Best effort: the write is committed; if Redis fails, the indexer's fence follows anyway."""
-    try:
-        await redis.eval(_FENCE_LUA, 1, product_cache_key(sku), version, int(PRODUCT_CACHE_TTL_S * 1000))
-    except RedisError as exc:
-        log.warning("product %s v%d written but its cache entry not fenced: %r", sku, version, exc)
-
-
 def product_location(sku: str) -> str:
     return f"/v1/products/{sku}"
 
@@ -106,7 +95,7 @@ async def create_product(body: ProductCreate, request: Request, admin: AdminUser
 
     async def run() -> Response:
         product = await catalog.create_product(to_product_input(body))
-        await fence_cache(edge.redis, product.sku, product.version)  # a re-created sku may have a cached past
+        await catalog.fence_cache(product.sku, product.version)  # a re-created sku may have a cached past
         where = product_location(product.sku)
         return JSONResponse(product_public(product).model_dump(mode="json"), status.HTTP_201_CREATED,
                             headers={"Location": where})
@@ -122,7 +111,7 @@ async def update_product(sku: SkuPath, body: ProductUpdate, request: Request, ad
 
     async def run() -> Response:
         product = await catalog.update_product(sku, to_product_changes(body))
-        await fence_cache(edge.redis, sku, product.version)
+        await catalog.fence_cache(sku, product.version)
         return JSONResponse(product_public(product).model_dump(mode="json"))
 
     sent = body.model_dump(mode="json", exclude_unset=True)
@@ -136,7 +125,7 @@ async def delete_product(sku: SkuPath, request: Request, admin: AdminUser, edge:
 
     async def run() -> Response:
         version = await catalog.delete_product(sku)
-        await fence_cache(edge.redis, sku, version)
+        await catalog.fence_cache(sku, version)
         return JSONResponse(ProductRemoved(sku=sku, version=version).model_dump(mode="json"))
 
     return await command(edge, admin.user_id, idempotency_key, request, None, run)

@@ -1,6 +1,6 @@
 """Product search (``/v1/search``): full text with typo tolerance, filters, facets, sorting, pages, suggestions.
 
-Public, read from the OpenSearch product index (``shopflow.search``) that the search indexer keeps in
+Public, read from the OpenSearch product index (``shopflow.catalog.search_index``) that the search indexer keeps in
 step with the catalog; the index is the app's (``create_app(search_index=...)``), reached through
 ``SearchDep``. OpenSearch calls are blocking, so they run in a worker thread.
 
@@ -20,7 +20,8 @@ from shopflow.api.catalog_converters import search_page, suggestions_public
 from shopflow.api.catalog_schemas import MAX_PRICE_MINOR, SearchPage, Suggestions
 from shopflow.api.dependencies import SearchDep
 from shopflow.api.errors import errors
-from shopflow.search import MAX_PAGE, InvalidQuery, SearchError, SearchQuery, Sort, decode_cursor
+from shopflow.catalog.products import CATEGORY_PATH_PATTERN, MAX_CATEGORY_PATH
+from shopflow.catalog.search import MAX_PAGE, MAX_TEXT, InvalidQuery, SearchError, SearchQuery, Sort, decode_cursor
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -36,10 +37,10 @@ def _unavailable(exc: SearchError) -> HTTPException:
 @router.get("", response_model=SearchPage, responses=errors(400, 422, 503))
 async def search(
     index: SearchDep,
-    q: Annotated[str, Query(max_length=500, description="Words to find in name, brand and description "
+    q: Annotated[str, Query(max_length=MAX_TEXT, description="Words to find in name, brand and description "
                                                         "(typos tolerated); empty lists everything.")] = "",
     category: Annotated[str | None, Query(
-        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*(/[a-z0-9]+(-[a-z0-9]+)*)*$", max_length=1000,
+        pattern=CATEGORY_PATH_PATTERN, max_length=MAX_CATEGORY_PATH,
         description="A category path; matches its whole subtree.")] = None,
     brand: Annotated[list[Brand] | None, Query(description=f"Brands (any of them; at most {MAX_BRANDS}); "
                                                            "repeat the parameter for several.")] = None,

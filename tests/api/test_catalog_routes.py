@@ -11,25 +11,23 @@ the Redis cache and are not stale after a write. Roles (403/401) and bad input (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from catalog_pipeline import RunningIndexer, apply_outbox_connector, drain_outbox, throwaway_index, unique
+from polling import eventually_async
 
+from shopflow.catalog.categories import MAX_CATEGORY_ID
 from shopflow.settings import Settings
-from shopflow.streams.client import iter_topic
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 pytestmark = pytest.mark.integration
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+SEARCHABLE_S = 60.0  # a write to PostgreSQL until search finds it: Debezium, the topic, the indexer
 
 
 def word() -> str:
@@ -37,107 +35,35 @@ def word() -> str:
     return "zq" + "".join(chr(ord("a") + int(c, 16) % 26) for c in uuid.uuid4().hex[:10])
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 60.0, *, what: str,
-                     indexer: dict | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last value after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        if indexer is not None and indexer["errors"]:
-            raise AssertionError(f"the indexer died: {indexer['errors'][0]!r}")
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not met in {timeout_s}s (last: {last!r})")
-
-
-# -- the pipeline: connector, topic, index, indexer, and an app wired to them ---------------------------
+# -- the pipeline: connector, topic, index, indexer (tests/catalog_pipeline.py), and an app wired to them ---
 
 
 @pytest.fixture(scope="module")
-async def outbox_connector(stack: Settings) -> None:
-    """The public schema migrated (the connector's publication needs its outbox), the connector applied."""
-    import asyncpg
-
-    from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
-    from shopflow.db import migrate
-
-    conn = await asyncpg.connect(stack.postgres_dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    client = ConnectClient(stack.connect_url)
-    try:
-        await asyncio.to_thread(client.apply, load(CONNECTORS_DIR / "catalog-outbox.json"))
-    finally:
-        client.close()
-
-
-async def _outbox_ids(stack: Settings, topic: str) -> set[str]:
-    import asyncpg
-
-    conn = await asyncpg.connect(stack.postgres_dsn)
-    try:
-        return {r["id"] for r in await conn.fetch("SELECT id::text FROM outbox WHERE aggregatetype = $1", topic)}
-    finally:
-        await conn.close()
-
-
-def _topic_event_ids(stack: Settings, topic: str) -> set[str]:
-    return {v.decode().strip('"') for msg in iter_topic(stack.bootstrap_servers, topic)
-            for k, v in msg.headers() or [] if k == "event_id"}
-
-
-@pytest.fixture(scope="module")
-async def catalog_topic(stack: Settings, outbox_connector, topic_factory, admin) -> AsyncIterator[str]:
-    """A fresh topic standing for catalog.products, with its dead-letter topic."""
+async def catalog_topic(stack: Settings, topic_factory, admin) -> AsyncIterator[str]:
+    """A fresh topic standing for catalog.products, with its dead-letter topic; the connector applied."""
     from confluent_kafka.admin import NewTopic
 
+    (await asyncio.to_thread(apply_outbox_connector, stack)).close()
     topic = topic_factory("apicatalog", partitions=3)
     dlq = f"{topic}.dlq"
     admin.create_topics([NewTopic(dlq, 1, 1)])[dlq].result(timeout=30)
     yield topic
-    # The shared connector must not be left retrying sends to a deleted topic: let every outbox row
-    # of this topic arrive before topic_factory deletes it.
-    written = await _outbox_ids(stack, topic)
-    deadline = time.monotonic() + 60
-    while not written <= await asyncio.to_thread(_topic_event_ids, stack, topic) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await asyncio.to_thread(drain_outbox, stack, topic)
     for f in admin.delete_topics([dlq]).values():
         f.result(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def test_index(stack: Settings) -> str:
-    from shopflow.search import ProductSearch
-
-    search = ProductSearch.connect(stack, unique("test-api-products"))
-    search.ensure_index()
-    yield search.index
-    search.delete_index()
-    search.close()
+def test_index(stack: Settings) -> Iterator[str]:
+    with throwaway_index(stack, "test-api-products") as search:
+        yield search.index
 
 
 @pytest.fixture(scope="module")
-def indexer(stack: Settings, catalog_topic: str, test_index: str) -> dict:
-    from shopflow.streams.indexer import run
-
-    state: dict = {"stop": threading.Event(), "errors": []}
-
-    def target() -> None:
-        try:
-            run(stack, state["stop"], topic=catalog_topic, index=test_index, group_id=unique("test-api-indexer"))
-        except BaseException as exc:  # surfaced by eventually()
-            state["errors"].append(exc)
-
-    thread = threading.Thread(target=target, name="api-search-indexer", daemon=True)
-    thread.start()
-    yield state
-    state["stop"].set()
-    thread.join(30)
-    assert not state["errors"], state["errors"]
+def indexer(stack: Settings, catalog_topic: str, test_index: str) -> Iterator[RunningIndexer]:
+    running = RunningIndexer.start(stack, topic=catalog_topic, index=test_index, name="api-search-indexer")
+    yield running
+    running.close()
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +83,8 @@ async def shop(api_settings: Settings, catalog_topic: str, test_index: str,
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://edge") as c:
             yield c
         for sku in sorted(MADE):
-            try:
+            with contextlib.suppress(NotFound):
                 await application.state.edge.catalog.delete_product(sku)
-            except NotFound:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +143,8 @@ async def test_a_product_created_updated_and_deleted_through_the_edge_follows_in
         1, category, {"amount_minor": 2599, "currency": "EUR"})
 
     # Searchable, with a typo, and within its category's subtree; the facets count it.
-    hit = (await eventually(lambda: search_skus(shop, q=token), what=f"{sku} searchable", indexer=indexer))[sku]
+    hit = (await eventually_async(lambda: search_skus(shop, q=token), SEARCHABLE_S, what=f"{sku} searchable",
+                                  give_up=indexer.failure))[sku]
     assert (hit["name"], hit["brand"], hit["price"], hit["category"], hit["attributes"]) == (
         f"Acme {token} Lantern", "Acme", {"amount_minor": 2599, "currency": "EUR"}, category, {"color": "teal"})
     typo = token[:4] + ("b" if token[4] != "b" else "c") + token[5:]
@@ -251,7 +176,8 @@ async def test_a_product_created_updated_and_deleted_through_the_edge_follows_in
         found = await search_skus(shop, q=token)
         return found if found.get(sku, {}).get("price", {}).get("amount_minor") == 1999 else None
 
-    hit = (await eventually(updated_in_search, what=f"{sku} updated in search", indexer=indexer))[sku]
+    hit = (await eventually_async(updated_in_search, SEARCHABLE_S, what=f"{sku} updated in search",
+                                  give_up=indexer.failure))[sku]
     assert (hit["name"], hit["brand"]) == (f"Acme {token} Lamp", None)
     r = await shop.get(f"/v1/products/{sku}")  # after the indexer's own fence: still the new version
     assert r.json()["version"] == 2
@@ -263,7 +189,7 @@ async def test_a_product_created_updated_and_deleted_through_the_edge_follows_in
     async def gone() -> bool:
         return sku not in await search_skus(shop, q=token)
 
-    await eventually(gone, what=f"{sku} gone from search", indexer=indexer)
+    await eventually_async(gone, SEARCHABLE_S, what=f"{sku} gone from search", give_up=indexer.failure)
     r = await shop.get(f"/v1/products/{sku}")
     assert (r.status_code, r.json()) == (404, {"detail": f"no product {sku}"})
 
@@ -281,7 +207,7 @@ async def test_search_pages_with_a_cursor_and_sorts(shop, people, idem, indexer)
     async def all_there() -> bool:
         return len(await search_skus(shop, q=token, size=10)) == 5
 
-    await eventually(all_there, what="five products searchable", indexer=indexer)
+    await eventually_async(all_there, SEARCHABLE_S, what="five products searchable", give_up=indexer.failure)
     seen: list[str] = []
     cursor = None
     for _ in range(4):
@@ -353,27 +279,30 @@ async def test_customers_get_403_and_anonymous_401_on_admin_routes(shop, people,
     assert r.status_code == 401 and "missing bearer token" in r.json()["detail"]
 
 
-# -- bad input -------------------------------------------------------------------------------------------------
+# -- bad input: the product rules' own messages (shopflow.catalog.products), as the repository words them ----
 
 BAD_WRITES = [
     ("negative-price", "POST", "/v1/products", {"price": {"amount_minor": -1, "currency": "EUR"}}, 422,
-     "greater than or equal to 0"),
+     "amount_minor must not be negative (got -1)"),
     ("price-as-text", "POST", "/v1/products", {"price": {"amount_minor": "12", "currency": "EUR"}}, 422,
-     "valid integer"),
+     "amount_minor must be an integer count of minor units"),
     ("lower-case-currency", "POST", "/v1/products", {"price": {"amount_minor": 1, "currency": "eur"}}, 422,
-     "should match pattern"),
+     "(codes are upper case)"),
     ("not-a-currency", "POST", "/v1/products", {"price": {"amount_minor": 1, "currency": "XXY"}}, 422,
      "not an ISO 4217 code"),
-    ("bad-sku", "POST", "/v1/products", {"sku": "-x y"}, 422, "should match pattern"),
+    ("bad-sku", "POST", "/v1/products", {"sku": "-x y"}, 422, "must be 1-64 letters, digits"),
     ("unknown-field", "POST", "/v1/products", {"stock": 5}, 422, "Extra inputs are not permitted"),
-    ("blank-name", "POST", "/v1/products", {"name": "  "}, 422, "at least 1 character"),
+    ("blank-name", "POST", "/v1/products", {"name": "  "}, 422, "name must not be empty"),
+    ("control-in-name", "POST", "/v1/products", {"name": "Lamp\u0007"}, 422, "must not contain control characters"),
+    ("category-not-a-path", "POST", "/v1/products", {"category": "/Lighting/"}, 422, "must be a category path"),
     ("unknown-category", "POST", "/v1/products", {"category": "no-such-category"}, 422,
      "unknown category 'no-such-category'"),
     ("null-name", "PATCH", "/v1/products/{sku}", {"name": None}, 422, "name cannot be null"),
     ("empty-update", "PATCH", "/v1/products/{sku}", {}, 422, "nothing to change"),
     ("missing-product", "PATCH", "/v1/products/NO-SUCH-SKU", {"name": "x"}, 404, "no product NO-SUCH-SKU"),
-    ("bad-slug", "POST", "/v1/categories", {"slug": "Not A Slug", "name": "x"}, 422, "should match pattern"),
-    ("unknown-parent", "POST", "/v1/categories", {"slug": "x", "name": "x", "parent_id": 2**62}, 422,
+    ("bad-slug", "POST", "/v1/categories", {"slug": "Not A Slug", "name": "x"}, 422,
+     "lower-case letters and digits in dash-separated words"),
+    ("unknown-parent", "POST", "/v1/categories", {"slug": "x", "name": "x", "parent_id": MAX_CATEGORY_ID}, 422,
      "unknown parent category"),
     ("huge-category-id", "PATCH", f"/v1/categories/{2**64}", {"name": "x"}, 422, "less than or equal to"),
 ]

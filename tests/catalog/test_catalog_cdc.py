@@ -4,19 +4,19 @@ search indexer -> OpenSearch (and the Redis product cache it invalidates)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from catalog_helpers import unique, wait_until
+from catalog_pipeline import unique
+from polling import eventually, eventually_async
 
-from shopflow.catalog import Conflict, InvalidInput, NotFound, ProductInput, product_cache_key
+from shopflow.catalog import Conflict, InvalidInput, NotFound, ProductInput
+from shopflow.catalog.cache import product_cache_key
+from shopflow.catalog.search import SearchQuery
 from shopflow.connectors.apply import CONNECTORS_DIR, load
-from shopflow.schemas import load_schema
-from shopflow.schemas.records import Money, ProductUpserted
-from shopflow.search import SearchQuery
+from shopflow.schemas.catalog import ProductUpserted
+from shopflow.schemas.records import Money
 from shopflow.streams.client import iter_topic
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
@@ -30,7 +30,7 @@ def product(sku: str, **kw) -> ProductInput:
 
 
 def indexed(search, sku: str, version: int):
-    """A check for wait_until: ``sku`` is visible to search (not only to a real-time get) at ``version``."""
+    """A check for eventually: ``sku`` is visible to search (not only to a real-time get) at ``version``."""
     return lambda: search.scan_versions([sku]).get(sku) == version
 
 
@@ -38,8 +38,8 @@ async def test_a_product_written_through_the_catalog_becomes_searchable(catalog,
     sku = unique("T")
     created = await catalog.create_product(product(sku, name=f"Aurora Headphones {sku}"))
 
-    await asyncio.to_thread(wait_until, indexed(search, sku, created.version), 60, what=f"{sku} searchable",
-                            indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, created.version), 60, what=f"{sku} searchable",
+                            give_up=indexer.failure)
 
     [hit] = search.search(SearchQuery(text=f"headphones {sku}")).hits
     assert created.version == 1
@@ -53,13 +53,13 @@ async def test_updates_and_deletes_follow_in_the_index(catalog, search, indexer)
     updated = await catalog.update_product(sku, {"name": f"Borealis Speaker {sku}", "price_minor": 4999})
     assert updated.version == 2
 
-    await asyncio.to_thread(wait_until, indexed(search, sku, 2), 60, what="update indexed", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 2), 60, what="update indexed", give_up=indexer.failure)
     doc = search.get_document(sku)
     assert (doc["name"], doc["price_minor"], doc["_version"]) == (f"Borealis Speaker {sku}", 4999, 2)
 
     assert await catalog.delete_product(sku) == 3
-    await asyncio.to_thread(wait_until, lambda: sku not in search.scan_versions([sku]), 60, what="delete indexed",
-                            indexer=indexer)
+    await asyncio.to_thread(eventually, lambda: sku not in search.scan_versions([sku]), 60, what="delete indexed",
+                            give_up=indexer.failure)
     assert search.get_document(sku) is None
     assert search.search(SearchQuery(text=f"Borealis Speaker {sku}")).hits == []
     assert await catalog.get_product(sku) is None
@@ -73,30 +73,31 @@ async def test_a_deleted_sku_created_again_continues_its_version(catalog, search
 
     # Version 3, above the delete's 2: the index takes it although it still remembers the delete.
     assert again.version == 3
-    await asyncio.to_thread(wait_until, indexed(search, sku, 3), 60, what="re-created sku indexed", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 3), 60, what="re-created sku indexed",
+                            give_up=indexer.failure)
 
 
 async def test_the_product_cache_reads_through_and_the_indexer_invalidates_it(catalog, search, indexer):
     sku = unique("T")
     await catalog.create_product(product(sku))
-    await asyncio.to_thread(wait_until, indexed(search, sku, 1), 60, what="created", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 1), 60, what="created", give_up=indexer.failure)
 
     first = await catalog.get_product(sku)
-    cached = await catalog.cache.get(product_cache_key(sku))
+    cached = await catalog.cache.client.get(product_cache_key(sku))
     assert first.version == 1 and cached.startswith(b"1|")
 
     await catalog.update_product(sku, {"price_minor": 100})
     # Until the event is applied the cache may still answer version 1; after, never again.
-    await asyncio.to_thread(wait_until, indexed(search, sku, 2), 60, what="update indexed", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 2), 60, what="update indexed", give_up=indexer.failure)
     assert (await catalog.get_product(sku)).price_minor == 100
-    assert (await catalog.cache.get(product_cache_key(sku))).startswith(b"2|")
-    assert 0 < await catalog.cache.pttl(product_cache_key(sku)) <= catalog.cache_ttl_ms
+    assert (await catalog.cache.client.get(product_cache_key(sku))).startswith(b"2|")
+    assert 0 < await catalog.cache.client.pttl(product_cache_key(sku)) <= catalog.cache.ttl_ms
 
 
 async def test_a_reader_that_loaded_an_old_version_cannot_put_it_back_after_the_fence(catalog, stack):
     import redis
 
-    from shopflow.catalog import invalidate_cached_products
+    from shopflow.catalog.cache import invalidate_cached_products
 
     sku = unique("T")
     await catalog.create_product(product(sku))
@@ -107,7 +108,7 @@ async def test_a_reader_that_loaded_an_old_version_cannot_put_it_back_after_the_
         invalidate_cached_products(client, {sku: 2})  # ...the indexer fences version 2...
     finally:
         client.close()
-    await catalog._fill(keys=[product_cache_key(sku)], args=[stale.version, stale.to_json(), 60_000])
+    await catalog.cache.fill(stale)
 
     # ...and its late fill of version 1 was refused: the next read goes to PostgreSQL.
     assert (await catalog.get_product(sku)).name == "Newer"
@@ -120,20 +121,20 @@ async def test_a_late_or_duplicated_event_does_not_overwrite_a_newer_document(
     sku = unique("T")
     await catalog.create_product(product(sku, name="First"))
     await catalog.update_product(sku, {"name": "Second"})
-    await asyncio.to_thread(wait_until, indexed(search, sku, 2), 60, what="v2 indexed", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 2), 60, what="v2 indexed", give_up=indexer.failure)
 
     # Version 1 again, as a redelivery or a replay would bring it, straight onto the topic.
     late = ProductUpserted(event_id=str(uuid.uuid4()), sku=sku, version=1, name="First (late)", description="",
                            price=Money(1, "EUR"), active=True, occurred_at=datetime.now(UTC))
-    value = codec.encode(CATALOG_PRODUCTS.subject(late.AVRO_NAME), load_schema(late.AVRO_NAME), late.to_avro())
+    value = codec.encode(CATALOG_PRODUCTS, late)
     # murmur2 as Connect's Java producer: the late event lands on the sku's partition, behind v2.
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "partitioner": "murmur2_random"})
     producer.produce(catalog_topic, key=sku.encode(), value=value, headers=[("event_type", b"ProductUpserted")])
     assert producer.flush(10) == 0
 
     seen = await asyncio.to_thread(
-        wait_until, lambda: any(b.versions.get(sku) == 1 and b.stale for b in indexer.batches), 60,
-        what="late event consumed", indexer=indexer)
+        eventually, lambda: any(b.versions.get(sku) == 1 and b.stale for b in indexer.batches), 60,
+        what="late event consumed", give_up=indexer.failure)
     assert seen
     doc = search.get_document(sku)
     assert (doc["name"], doc["version"]) == ("Second", 2)
@@ -149,7 +150,8 @@ async def test_a_poison_record_is_dead_lettered_and_the_indexer_goes_on(catalog,
     sku = unique("T")
     await catalog.create_product(product(sku))
 
-    await asyncio.to_thread(wait_until, indexed(search, sku, 1), 60, what="indexed after poison", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 1), 60, what="indexed after poison",
+                            give_up=indexer.failure)
     [letter] = await asyncio.to_thread(consume, f"{catalog_topic}.dlq", 1)
     headers = dict(letter.headers())
     assert letter.value() == b"\x07not avro at all"
@@ -168,7 +170,7 @@ async def test_a_category_move_reannounces_the_products_of_its_subtree(catalog, 
 
     assert moved.path == f"{root_b.path}/audio"
     assert (await catalog.get_category(phones.id)).path == f"{root_b.path}/audio/headphones"
-    await asyncio.to_thread(wait_until, indexed(search, sku, 2), 60, what="re-announced", indexer=indexer)
+    await asyncio.to_thread(eventually, indexed(search, sku, 2), 60, what="re-announced", give_up=indexer.failure)
     in_b = search.search(SearchQuery(category=root_b.path, size=100)).hits
     in_a = search.search(SearchQuery(category=root_a.path, size=100)).hits
     assert [h.category for h in in_b if h.sku == sku] == [f"{root_b.path}/audio/headphones"]
@@ -225,7 +227,7 @@ async def test_a_connector_restart_loses_and_duplicates_nothing_in_the_index(
     slot = load(CONNECTORS_DIR / "catalog-outbox.json").config["slot.name"]
     before = await _slot_holder(catalog, slot)
     assert before is not None, f"the connector is not streaming (slot {slot} inactive) before the test"
-    restarted = threading.Event()
+    restarted = asyncio.Event()
     rounds = 0
 
     async def writes() -> None:
@@ -236,24 +238,27 @@ async def test_a_connector_restart_loses_and_duplicates_nothing_in_the_index(
             for sku in skus:
                 await catalog.update_product(sku, {"price_minor": 1000 + rounds})
             rounds += 1
+            # Pacing, not waiting for anything: a round every 0.2 s spreads the writes across the restart
+            # without piling thousands of versions onto the topic.
             await asyncio.sleep(0.2)
 
-    def restarts() -> None:
+    async def restarts() -> None:
         try:
-            connect_client.restart("catalog-outbox")
-            time.sleep(1.0)  # let the restart begin before waiting for RUNNING again
-            connect_client.wait_running("catalog-outbox", timeout_s=60)
+            await asyncio.to_thread(connect_client.restart, "catalog-outbox")
+            # Connect may still report the old task RUNNING for a moment: the restart has happened when
+            # a new replication connection holds the slot.
+            await _wait_streaming_again(catalog, slot, before)
+            await asyncio.to_thread(connect_client.wait_running, "catalog-outbox", 60)
         finally:
             restarted.set()
 
-    await asyncio.gather(writes(), asyncio.to_thread(restarts))
-    await _wait_streaming_again(catalog, slot, before)
+    await asyncio.gather(writes(), restarts())
     last = 1 + rounds
     expected = {sku: last for sku in skus}
 
     got = await asyncio.to_thread(
-        wait_until, lambda: (v := search.scan_versions(skus)) == expected and v, 120,
-        what="every sku at its last version", indexer=indexer)
+        eventually, lambda: (v := search.scan_versions(skus)) == expected and v, 120,
+        what="every sku at its last version", give_up=indexer.failure)
 
     assert got == expected
     assert all(search.get_document(s)["_version"] == last for s in skus)
@@ -277,15 +282,16 @@ async def _wait_streaming_again(catalog, slot: str, before) -> None:
     connection open for good (Debezium 3.2.7), and the new task then retried forever on "slot is
     active for PID ...", which stops CDC for everyone on this stack; if that happens again, end the
     stale connection so the stack recovers, and fail."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    async def new_holder() -> bool:
         holder = await _slot_holder(catalog, slot)
-        if holder is not None and holder["pid"] != before["pid"]:
-            return
-        await asyncio.sleep(0.5)
-    await catalog.pool.execute("SELECT pg_terminate_backend($1)", before["pid"])
-    raise AssertionError(f"after the restart the old replication connection (pid {before['pid']}) still held "
-                         f"slot {slot}; it was terminated so CDC can resume")
+        return holder is not None and holder["pid"] != before["pid"]
+
+    try:
+        await eventually_async(new_holder, 90, what=f"a new replication connection on slot {slot}")
+    except AssertionError:
+        await catalog.pool.execute("SELECT pg_terminate_backend($1)", before["pid"])
+        raise AssertionError(f"after the restart the old replication connection (pid {before['pid']}) still held "
+                             f"slot {slot}; it was terminated so CDC can resume") from None
 
 
 def _topic_versions(stack, codec, topic: str, skus: set[str]) -> set[tuple[str, int]]:

@@ -25,7 +25,7 @@ def good(**kw) -> ProductInput:
 
 
 def test_a_good_product_is_trimmed_and_kept():
-    p = validate_product(good(name="  Desk lamp ", brand=" Lumo ", category="/home/lighting/",
+    p = validate_product(good(name="  Desk lamp ", brand=" Lumo ", category="home/lighting",
                               attributes={"colour": "white"}))
     assert (p.name, p.brand, p.category, p.attributes) == ("Desk lamp", "Lumo", "home/lighting", {"colour": "white"})
 
@@ -50,6 +50,11 @@ def test_a_good_product_is_trimmed_and_kept():
     ({"attributes": ["colour"]}, "attributes", "must be an object"),
     ({"active": "yes"}, "active", "true or false"),
     ({"description": None}, "description", "must be a string"),
+    ({"name": "Desk\x00lamp"}, "name", "control characters"),
+    ({"brand": " "}, "brand", "must not be empty"),
+    # A category path is what the categories make it: slugs joined by '/', nothing around them.
+    ({"category": "/home/lighting/"}, "category", "must be a category path"),
+    ({"category": "Home"}, "category", "must be a category path"),
 ])
 def test_bad_products_are_refused_naming_the_field(changes, field, message):
     with pytest.raises(InvalidInput, match=message) as err:
@@ -86,3 +91,23 @@ def test_a_product_survives_its_cache_encoding():
     p = Product(sku="S", name="n", description="", brand=None, category="a/b", price_minor=1, currency="EUR",
                 attributes={"k": "v"}, active=True, version=7, updated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert Product.from_json(p.to_json()) == p
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "n" * 301), ("sku", "has space"), ("currency", "eur"), ("category", "Home/"), ("active", "yes"),
+])
+def test_the_edge_refuses_a_bad_field_with_the_repository_words(field, value):
+    from pydantic import ValidationError
+
+    from shopflow.api.catalog_schemas import ProductCreate
+
+    body = {"sku": "SKU-1", "name": "Desk lamp", "price": {"amount_minor": 1999, "currency": "EUR"}}
+    if field == "currency":
+        body["price"] = {**body["price"], "currency": value}
+    else:
+        body[field] = value
+    with pytest.raises(InvalidInput) as repository:
+        validate_product(good(**{field: value}))
+    with pytest.raises(ValidationError) as edge:
+        ProductCreate.model_validate(body)
+    assert [e["msg"] for e in edge.value.errors()] == [str(repository.value)]

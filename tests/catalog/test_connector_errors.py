@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-from catalog_helpers import unique
+from catalog_pipeline import unique
 
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectorError, load
+
 
 def broken_copy(tmp_path: Path, **overrides: str) -> Path:
     doc = json.loads((CONNECTORS_DIR / "catalog-outbox.json").read_text())
@@ -68,7 +69,8 @@ def test_a_connector_pointing_at_a_missing_database_is_refused_with_the_reason(t
     cleanup.append(path)
 
     # Debezium validates the connection when the config is PUT: Connect answers 400 with the cause.
-    with pytest.raises(ConnectorError, match=r'(?s)refused the config \(400\).*database "shopflow_no_such_db" does not exist'):
+    refused = r'(?s)refused the config \(400\).*database "shopflow_no_such_db" does not exist'
+    with pytest.raises(ConnectorError, match=refused):
         connect_client.apply(load(path), timeout_s=30)
     assert connect_client.status(load(path).name) is None
 

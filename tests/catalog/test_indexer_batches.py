@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-from catalog_helpers import unique
+from catalog_pipeline import throwaway_index
 
-from shopflow.schemas import load_schema
+from shopflow.catalog.search import SearchError, SearchQuery
+from shopflow.catalog.search_index import Delete, Outcome, Upsert, WriteResult
+from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.records import Money, ProductDeleted, ProductUpserted
-from shopflow.search import Delete, Outcome, ProductSearch, SearchError, SearchQuery, Upsert, WriteResult
+from shopflow.schemas.records import Money
 from shopflow.streams.indexer import Indexer
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
@@ -105,7 +106,7 @@ def deleted(sku: str, version: int) -> ProductDeleted:
 
 
 def record(codec: AvroCodec, event, offset: int = 0, event_type: str | None = None) -> Record:
-    value = codec.encode(CATALOG_PRODUCTS.subject(event.AVRO_NAME), load_schema(event.AVRO_NAME), event.to_avro())
+    value = codec.encode(CATALOG_PRODUCTS, event)
     kind = event_type or event.AVRO_NAME.rsplit(".", 1)[1]
     return Record(value, event.sku.encode(), [("event_type", kind.encode()), ("event_id", event.event_id.encode())],
                   offset)
@@ -181,11 +182,8 @@ def test_without_the_header_the_type_comes_from_the_value(memory_codec):
 
 @pytest.fixture
 def real_index(stack):
-    search = ProductSearch.connect(stack, unique("test-versions"))
-    search.ensure_index()
-    yield search
-    search.delete_index()
-    search.close()
+    with throwaway_index(stack, "test-versions") as search:
+        yield search
 
 
 @pytest.mark.integration

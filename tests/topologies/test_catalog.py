@@ -6,8 +6,10 @@ import uuid
 
 import pytest
 from confluent_kafka.admin import ConfigResource
+from polling import eventually
 
 from shopflow.schemas import all_schemas
+from shopflow.schemas.orders import PlaceOrder
 from shopflow.topologies.apply import apply_topics
 from shopflow.topologies.catalog import SAGA_PARTITIONS, TOPICS, all_topics, by_name
 
@@ -15,14 +17,14 @@ from shopflow.topologies.catalog import SAGA_PARTITIONS, TOPICS, all_topics, by_
 @pytest.mark.parametrize("topic", TOPICS, ids=[t.name for t in TOPICS])
 def test_every_value_has_a_schema_that_carries_the_key(topic):
     schemas = all_schemas()
-    for record in topic.values:
+    for record in topic.record_names:
         fields = [f["name"] for f in schemas[record]["fields"]]
         assert topic.key in fields, f"{record} on {topic.name} has no {topic.key} to key by"
         assert "event_id" in fields
 
 
 def test_every_schema_is_carried_by_exactly_one_topic():
-    carried = [record for t in TOPICS for record in t.values]
+    carried = [record for t in TOPICS for record in t.record_names]
     assert sorted(carried) == sorted(all_schemas())
 
 
@@ -38,7 +40,7 @@ def test_topics_keyed_by_order_share_a_partition_count():
 
 def test_a_record_on_the_wrong_topic_is_refused():
     with pytest.raises(KeyError, match="orders does not carry shopflow.orders.PlaceOrder"):
-        by_name("orders").subject("shopflow.orders.PlaceOrder")
+        by_name("orders").subject(PlaceOrder)
 
 
 @pytest.mark.integration
@@ -71,15 +73,12 @@ def test_apply_restores_a_config_that_drifted(admin):
 
 def _wait_for_config(admin, topic: str, key: str, value: str, timeout_s: float = 15) -> None:
     """An altered config reaches describe_configs once the broker has applied the metadata record."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    while time.monotonic() < deadline:
-        if admin.describe_configs([resource])[resource].result(timeout=10)[key].value == value:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{topic} {key} never became {value}")
+
+    def applied() -> bool:
+        return admin.describe_configs([resource])[resource].result(timeout=10)[key].value == value
+
+    eventually(applied, timeout_s, what=f"{topic} {key}={value}")
 
 
 @pytest.mark.integration
