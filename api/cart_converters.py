@@ -15,10 +15,12 @@ from typing import Any
 from shopflow.api.cart_schemas import CartLinePublic, CartPublic, CartStatus, CheckoutRequest, WishlistItem
 from shopflow.api.converters import address_to_record
 from shopflow.api.schemas import Money
-from shopflow.schemas import records
+from shopflow.schemas import carts as cart_records
 
 # Every record the edge produces to cart-commands (registered up front by the lifespan).
-CART_RECORDS = (records.AddCartItem, records.RemoveCartItem, records.ClearCart, records.CheckoutCart)
+CART_RECORDS = (
+    cart_records.AddCartItem, cart_records.RemoveCartItem, cart_records.ClearCart, cart_records.CheckoutCart,
+)
 
 
 def now_ms_time() -> datetime:
@@ -49,25 +51,25 @@ def _event_id(event_id: str | None) -> str:
 
 
 def to_add_cart_item(*, user_id: str, sku: str, quantity: int, occurred_at: datetime,
-                     event_id: str | None = None) -> records.AddCartItem:
-    return records.AddCartItem(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
+                     event_id: str | None = None) -> cart_records.AddCartItem:
+    return cart_records.AddCartItem(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
                                sku=sku, quantity=quantity, occurred_at=occurred_at)
 
 
 def to_remove_cart_item(*, user_id: str, sku: str, quantity: int | None, occurred_at: datetime,
-                        event_id: str | None = None) -> records.RemoveCartItem:
-    return records.RemoveCartItem(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
+                        event_id: str | None = None) -> cart_records.RemoveCartItem:
+    return cart_records.RemoveCartItem(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
                                   sku=sku, quantity=quantity, occurred_at=occurred_at)
 
 
-def to_clear_cart(*, user_id: str, occurred_at: datetime, event_id: str | None = None) -> records.ClearCart:
-    return records.ClearCart(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
+def to_clear_cart(*, user_id: str, occurred_at: datetime, event_id: str | None = None) -> cart_records.ClearCart:
+    return cart_records.ClearCart(event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id,
                              occurred_at=occurred_at)
 
 
 def to_checkout_cart(*, user_id: str, order_id: str, body: CheckoutRequest, occurred_at: datetime,
-                     event_id: str | None = None) -> records.CheckoutCart:
-    return records.CheckoutCart(
+                     event_id: str | None = None) -> cart_records.CheckoutCart:
+    return cart_records.CheckoutCart(
         event_id=_event_id(event_id), cart_id=cart_id_of(user_id), user_id=user_id, order_id=order_id,
         payment_token=body.payment_token,
         shipping_address=address_to_record(body.shipping_address) if body.shipping_address else None,
@@ -90,11 +92,11 @@ def cart_public(*, user_id: str, view: Mapping[str, Any] | None, prices: Mapping
                             unit_price=Money(amount_minor=prices[sku][0], currency=prices[sku][1])
                             if sku in prices else None)
              for sku, q in sorted(items.items())]
-    currencies = {line.unit_price.currency for line in lines if line.unit_price is not None}
+    priced = [(line.quantity, line.unit_price) for line in lines if line.unit_price is not None]
+    currencies = {price.currency for _, price in priced}
     subtotal = None
-    if lines and len(currencies) == 1 and all(line.unit_price is not None for line in lines):
-        subtotal = Money(amount_minor=sum(line.quantity * line.unit_price.amount_minor for line in lines),  # type: ignore[union-attr]
-                         currency=currencies.pop())
+    if lines and len(priced) == len(lines) and len(currencies) == 1:
+        subtotal = Money(amount_minor=sum(q * price.amount_minor for q, price in priced), currency=currencies.pop())
     updated_ms = int(view.get("updated_ms") or 0) if view is not None else 0
     return CartPublic(
         cart_id=cart_id_of(user_id), user_id=user_id,

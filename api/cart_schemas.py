@@ -10,13 +10,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from shopflow.api.schemas import MAX_QUANTITY, AddressIn, Money, Sku, _In
+from shopflow.api.schemas import MAX_QUANTITY, AddressIn, LineQuantity, Money, Sku, _In
 
 MAX_WISHLIST = 200
 
-Quantity = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY, description=f"Units, 1 to {MAX_QUANTITY}.")]
+Quantity = Annotated[LineQuantity, Field(description=f"Units, 1 to {MAX_QUANTITY}.")]
 
 
 class CartStatus(StrEnum):

@@ -23,7 +23,8 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from shopflow.api.orders_store import CatalogUnavailable
+from shopflow.catalog import reader as catalog_reader
+from shopflow.catalog.reader import CatalogReader
 from shopflow.tables.values import PROCESSED_KEPT
 
 MARK_PREFIX = "shopflow:carts:mark"
@@ -153,30 +154,13 @@ async def checkout_unlock(redis: Redis, cart_id: str, token: str) -> None:
 
 async def sellable(conn: asyncpg.Connection, sku: str) -> str | None:
     """Why the sku cannot go in a cart or wishlist (unknown, no longer sold), or ``None`` when it can."""
-    try:
-        row = await conn.fetchrow("SELECT active FROM products WHERE sku = $1 AND deleted_at IS NULL", sku)
-    except asyncpg.UndefinedTableError:
-        raise CatalogUnavailable("the product catalog is not available (no products table); "
-                                 "run `shopflow db migrate`") from None
-    if row is None:
-        return f"unknown sku: {sku}"
-    if not row["active"]:
-        return f"sku no longer sold: {sku}"
-    return None
+    return await catalog_reader.sellable(CatalogReader(conn), sku)
 
 
 async def prices(conn: asyncpg.Connection, skus: Iterable[str]) -> dict[str, tuple[int, str]]:
     """``{sku: (price_minor, currency)}`` of the skus still sold."""
-    wanted = sorted(set(skus))
-    if not wanted:
-        return {}
-    try:
-        rows = await conn.fetch("SELECT sku, price_minor, currency FROM products "
-                                "WHERE sku = ANY($1::text[]) AND deleted_at IS NULL AND active", wanted)
-    except asyncpg.UndefinedTableError:
-        raise CatalogUnavailable("the product catalog is not available (no products table); "
-                                 "run `shopflow db migrate`") from None
-    return {r["sku"]: (int(r["price_minor"]), r["currency"]) for r in rows}
+    found = await catalog_reader.selling_prices(CatalogReader(conn), skus)
+    return {sku: (price.price_minor, price.currency) for sku, price in found.items()}
 
 
 # -- the wishlist (shopflow/migrations/0005_wishlist.sql) --------------------------------------------------

@@ -26,7 +26,10 @@ from shopflow.api.schemas import (
     UserPublic,
 )
 from shopflow.api.security import Role
+from shopflow.schemas import inventory as inventory_records
+from shopflow.schemas import orders as order_records
 from shopflow.schemas import records
+from shopflow.schemas import users as user_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,8 @@ class PricedLine:
 # -- to the wire ----------------------------------------------------------------------------------------
 
 
-def role_to_record(role: Role) -> records.Role:
-    return records.Role.ADMIN if role is Role.ADMIN else records.Role.CUSTOMER
+def role_to_record(role: Role) -> user_records.Role:
+    return user_records.Role.ADMIN if role is Role.ADMIN else user_records.Role.CUSTOMER
 
 
 def address_to_record(address: AddressIn) -> records.Address:
@@ -57,8 +60,8 @@ def line_to_record(line: PricedLine) -> records.OrderLine:
 
 def to_place_order(*, order_id: str, user_id: str, lines: Sequence[PricedLine], currency: str,
                    payment_token: str, shipping_address: AddressIn | None, occurred_at: datetime,
-                   event_id: str | None = None) -> records.PlaceOrder:
-    return records.PlaceOrder(
+                   event_id: str | None = None) -> order_records.PlaceOrder:
+    return order_records.PlaceOrder(
         event_id=event_id or str(uuid.uuid4()),
         order_id=order_id,
         user_id=user_id,
@@ -71,18 +74,18 @@ def to_place_order(*, order_id: str, user_id: str, lines: Sequence[PricedLine], 
 
 
 def to_cancel_order(*, order_id: str, requested_by: str, occurred_at: datetime,
-                    event_id: str | None = None) -> records.CancelOrder:
-    return records.CancelOrder(event_id or str(uuid.uuid4()), order_id, requested_by, occurred_at)
+                    event_id: str | None = None) -> order_records.CancelOrder:
+    return order_records.CancelOrder(event_id or str(uuid.uuid4()), order_id, requested_by, occurred_at)
 
 
 def to_stock_adjusted(*, sku: str, body: StockAdjust, adjusted_by: str, occurred_at: datetime,
-                      event_id: str | None = None) -> records.StockAdjusted:
-    return records.StockAdjusted(event_id=event_id or str(uuid.uuid4()), sku=sku, delta=body.delta,
+                      event_id: str | None = None) -> inventory_records.StockAdjusted:
+    return inventory_records.StockAdjusted(event_id=event_id or str(uuid.uuid4()), sku=sku, delta=body.delta,
                                  reason=body.reason, adjusted_by=adjusted_by, occurred_at=occurred_at)
 
 
-def to_user_registered(user: UserPublic, *, event_id: str | None = None) -> records.UserRegistered:
-    return records.UserRegistered(event_id=event_id or str(uuid.uuid4()), user_id=user.id, email=user.email,
+def to_user_registered(user: UserPublic, *, event_id: str | None = None) -> user_records.UserRegistered:
+    return user_records.UserRegistered(event_id=event_id or str(uuid.uuid4()), user_id=user.id, email=user.email,
                                   display_name=user.display_name, role=role_to_record(user.role),
                                   occurred_at=user.created_at)
 
@@ -98,17 +101,17 @@ def line_public(line: records.OrderLine) -> OrderLinePublic:
     return OrderLinePublic(sku=line.sku, quantity=line.quantity, unit_price=money_public(line.unit_price))
 
 
-def order_total(place: records.PlaceOrder) -> Money:
+def order_total(place: order_records.PlaceOrder) -> Money:
     return Money(amount_minor=sum(line.quantity * line.unit_price.amount_minor for line in place.lines),
                  currency=place.currency)
 
 
-def order_accepted(place: records.PlaceOrder, location: str) -> OrderAccepted:
+def order_accepted(place: order_records.PlaceOrder, location: str) -> OrderAccepted:
     return OrderAccepted(order_id=place.order_id, location=location,
                          lines=[line_public(line) for line in place.lines], total=order_total(place))
 
 
-def accepted_order_view(place: records.PlaceOrder) -> OrderPublic:
+def accepted_order_view(place: order_records.PlaceOrder) -> OrderPublic:
     """What GET shows of an order the edge accepted before the saga reported on it."""
     return OrderPublic(order_id=place.order_id, user_id=place.user_id, status=OrderStatus.ACCEPTED,
                        lines=[line_public(line) for line in place.lines], total=order_total(place),

@@ -27,8 +27,8 @@ from shopflow.api.producer import CommandProducer
 from shopflow.api.ratelimit import FixedWindowLimiter, RateDecision
 from shopflow.api.security import Claims, Role, TokenError, TokenService, TokenType
 from shopflow.catalog import Catalog
+from shopflow.catalog.search_index import ProductSearch
 from shopflow.schemas.codec import AvroCodec
-from shopflow.search import ProductSearch
 from shopflow.settings import Settings
 from shopflow.topologies.catalog import CART_COMMANDS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, Topic
 
@@ -120,12 +120,18 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 SearchDep = Annotated[ProductSearch, Depends(get_search)]
 IdempotencyKey = Annotated[str, Header(
     alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
-    description="A unique key per command (a UUID): a retry with the same key and body gets the first "
-                "response instead of running again; the same key with another body is refused (422).",
+    description="A unique key per request (a UUID is the usual choice; 1 to 255 visible ASCII characters). "
+                "Keys are scoped to the caller (the signed-in user), kept a day by default: a retry with the "
+                "same key, route and body gets the first response (`Idempotent-Replayed: true`) instead of "
+                "running again; the same key with another route or body is refused (422); a retry while the "
+                "first is still running waits for it, then gets 409 with `Retry-After`. Only a 2xx is kept: "
+                "after a 4xx or 5xx the key may be used again.",
 )]
 OptionalIdempotencyKey = Annotated[str | None, Header(
     alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
-    description="Optional here: with it, a retried sign-up gets the first response instead of 409.",
+    description="Optional here: with it, a retried sign-up gets the first response instead of 409. Sign-up "
+                "keys are scoped to all anonymous callers together; otherwise as on every command (another "
+                "route or body with the same key: 422; still running: 409).",
 )]
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
@@ -181,5 +187,6 @@ async def anonymous_limit(request: Request, edge: EdgeDep) -> None:
     """Rate limit for routes used before sign-in (register, login, refresh), per client address."""
     address = request.client.host if request.client else "unknown"
     decision = await edge.anonymous_limit.hit(edge.redis, address)
+    assert decision is not None  # only a hit with ``unless_exists`` (a revoked token) gives None
     if not decision.allowed:
         raise too_many(decision)

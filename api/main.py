@@ -5,7 +5,7 @@ codec (with every command schema registered up front, so no request waits on the
 Kafka producer (acks=all, idempotence, murmur2_random), the LISTEN connection that wakes
 ``?wait=`` readers, the price book (``api.prices``, LISTENing for price changes), the catalog
 repository (its own pool, see ``CATALOG_SCHEMA``) and the product search index (created from
-``shopflow/search_index.json`` if missing); all of it is closed again on shutdown, the producer
+``catalog/search_index.json`` if missing); all of it is closed again on shutdown, the producer
 flushed first.
 
     shopflow api            # uvicorn on settings.api_port, OpenAPI at /docs
@@ -18,36 +18,39 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from shopflow.api import errors
+from shopflow.api.cart_converters import CART_RECORDS
 from shopflow.api.dependencies import Edge, EdgeTopics
 from shopflow.api.idempotency import IdempotencyStore
 from shopflow.api.middleware import BodySizeLimit
 from shopflow.api.orders_store import Markers, OrderNotifications
-from shopflow.api.pg import create_pool
 from shopflow.api.prices import PriceBook
 from shopflow.api.producer import CommandProducer
-from shopflow.api.cart_converters import CART_RECORDS
 from shopflow.api.ratelimit import FixedWindowLimiter
 from shopflow.api.routers import ROUTERS
 from shopflow.api.security import TokenService, ensure_jwt_secret
 from shopflow.catalog import Catalog
-from shopflow.db import migrate
+from shopflow.catalog.search import SearchError
+from shopflow.catalog.search_index import DEFAULT_INDEX, ProductSearch
+from shopflow.db import create_pool, migrate
 from shopflow.schemas.codec import AvroCodec
-from shopflow.schemas.records import CancelOrder, PlaceOrder, StockAdjusted, UserRegistered
+from shopflow.schemas.inventory import StockAdjusted
+from shopflow.schemas.orders import CancelOrder, PlaceOrder
 from shopflow.schemas.registry import SchemaRegistry
-from shopflow.search import DEFAULT_INDEX, ProductSearch, SearchError
+from shopflow.schemas.users import UserRegistered
 from shopflow.settings import Settings, get_settings
 from shopflow.topologies.catalog import USERS
 
-
 DESCRIPTION = """\
-ShopFlow's REST command edge. Commands (POST) are produced to Kafka topics and answered **202** with a
-`Location` to follow; reads come from read models. Every command takes an `Idempotency-Key`.
+ShopFlow's REST command edge. Commands to the streams (orders, cart, stock) are produced to Kafka topics
+and answered **202**; where there is something to follow, the `Location` header declared on that response
+says where. Catalog writes answer at once (201 with `Location`, or 200). Reads come from read models.
+Commands and catalog writes take an `Idempotency-Key` (one key per request, scoped to the caller: see the
+header). A method a path does not have is **405**, its `Allow` listing the methods the path has.
 Sign in with `POST /v1/auth/login` and send `Authorization: Bearer <access_token>`.
 """
 
@@ -62,8 +65,8 @@ CATALOG_SCHEMA = "public"
 async def open_catalog(settings: Settings, codec: AvroCodec, redis: Redis, topic: str) -> Catalog:
     """The catalog repository on a pool of its own: in ``CATALOG_SCHEMA`` and without the edge pool's
     jsonb codec (the repository sends and reads its jsonb as text)."""
-    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=5, server_settings={
-        "search_path": CATALOG_SCHEMA, "application_name": "shopflow-catalog"})
+    pool = await create_pool(settings, min_size=1, max_size=5, schema=CATALOG_SCHEMA,
+                             application_name="shopflow-catalog", decode_json=False)
     try:
         if settings.postgres_schema != CATALOG_SCHEMA:
             async with pool.acquire() as conn:

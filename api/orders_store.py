@@ -5,9 +5,10 @@
 - The read model is ``orders_view``, written by the order projection from the ``orders`` topic.
 - Read-your-writes: when the edge accepts a command it leaves a marker in Redis (the order as
   accepted, its owner, and the least status the saga must reach to reflect the command: PENDING after
-  a place, CANCELLED/REFUNDED after a cancel). ``GET ?wait=`` waits, woken by the projection's
-  NOTIFY (with a short poll as a fallback), until the read model has reached that status or a final
-  one, or the bound passes; an order the saga has not reported on yet is shown as ACCEPTED.
+  a place, CANCELLED/REFUNDED after a cancel; the statuses and their ranks are ``topologies.orders``'s).
+  ``GET ?wait=`` waits, woken by the projection's NOTIFY (read again whenever notifications may have been
+  missed, and polled as a fallback), until the read model has reached that status or a final one, or
+  the bound passes; an order the saga has not reported on yet is shown as ACCEPTED.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -28,17 +30,16 @@ from redis.asyncio import Redis
 
 from shopflow.api.converters import PricedLine
 from shopflow.api.idempotency import RedisWrite
-from shopflow.api.prices import CatalogUnavailable, PriceBook
-from shopflow.api.pg import connect
 from shopflow.api.schemas import OrderLineIn, OrderPublic
+from shopflow.catalog.errors import CatalogUnavailable  # noqa: F401 (the routers import it from here)
+from shopflow.catalog.reader import CatalogReader, NotSellable, PriceSource, known, price_order
+from shopflow.listen import Listener
 from shopflow.settings import Settings
-from shopflow.streams.order_projection import FINAL_STATUSES, NOTIFY_CHANNEL, STATUS_RANK
+from shopflow.topologies.orders import FINAL_ORDER_STATUSES, ORDERS_VIEW_CHANNEL, RANK_CANCELLED, RANK_PLACED
 
 MARKER_PREFIX = "shopflow:orders:accepted"
 EXPECT_PREFIX = "shopflow:orders:expect"
 MARKER_TTL_S = 24 * 3600
-RANK_PLACED = STATUS_RANK["PENDING"]
-RANK_CANCELLED = STATUS_RANK["CANCELLED"]
 # Fallback re-read interval while waiting, in case a notification was missed (listener reconnecting).
 POLL_S = 0.5
 
@@ -49,36 +50,20 @@ _VIEW_COLUMNS = ("order_id, user_id, status, status_rank, lines, total_minor, cu
 # -- catalog prices ---------------------------------------------------------------------------------------
 
 
-class PricingError(Exception):
-    """The lines cannot be priced; the message names the skus and what is wrong with them."""
+# The lines cannot be priced; the message names the skus and what is wrong with them.
+PricingError = NotSellable
 
 
-async def price_lines(prices: PriceBook, lines: Sequence[OrderLineIn]) -> tuple[list[PricedLine], str]:
-    """Each line with its catalog unit price, and the order's currency."""
-    skus = [line.sku for line in lines]
-    found = await prices.lookup(skus)
-    unknown = [s for s in skus if s not in found]
-    if unknown:
-        raise PricingError(f"unknown sku(s): {', '.join(unknown)}")
-    inactive = [s for s in skus if not found[s].active]
-    if inactive:
-        raise PricingError(f"sku(s) no longer sold: {', '.join(inactive)}")
-    currencies = sorted({found[s].currency for s in skus})
-    if len(currencies) > 1:
-        raise PricingError(f"the lines are priced in several currencies ({', '.join(currencies)}); "
-                           "an order is paid in one currency, place one order per currency")
+async def price_lines(prices: PriceSource, lines: Sequence[OrderLineIn]) -> tuple[list[PricedLine], str]:
+    """Each line with its catalog unit price, and the order's currency (the catalog's rule)."""
+    found, currency = await price_order(prices, [line.sku for line in lines])
     priced = [PricedLine(line.sku, line.quantity, found[line.sku].price_minor, found[line.sku].currency)
               for line in lines]
-    return priced, currencies[0]
+    return priced, currency
 
 
 async def sku_exists(conn: asyncpg.Connection, sku: str) -> bool:
-    try:
-        return bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1 AND deleted_at IS NULL)", sku))
-    except asyncpg.UndefinedTableError:
-        raise CatalogUnavailable("the product catalog is not available (no products table); "
-                                 "run `shopflow db migrate`") from None
+    return await known(CatalogReader(conn), sku)
 
 
 # -- the read model -----------------------------------------------------------------------------------------
@@ -118,7 +103,8 @@ class Cursor:
 async def list_orders(conn: asyncpg.Connection | asyncpg.Pool, *, user_id: str | None, cursor: Cursor | None,
                       limit: int) -> tuple[list[asyncpg.Record], Cursor | None]:
     """A page of orders, newest first (keyset pagination on (created_at, order_id)); one extra row says if more."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[object] = []
     if user_id is not None:
         args.append(user_id)
         where.append(f"user_id = ${len(args)}")
@@ -137,7 +123,7 @@ async def list_orders(conn: asyncpg.Connection | asyncpg.Pool, *, user_id: str |
 
 def reached(row: asyncpg.Record | None, min_rank: int) -> bool:
     """The read model shows the command's effect (status rank reached) or a final status."""
-    return row is not None and (row["status_rank"] >= min_rank or row["status"] in FINAL_STATUSES)
+    return row is not None and (row["status_rank"] >= min_rank or row["status"] in FINAL_ORDER_STATUSES)
 
 
 # -- markers of accepted commands (Redis) ---------------------------------------------------------------
@@ -169,15 +155,12 @@ class Markers:
     def cancel_write(self, order_id: str, user_id: str) -> RedisWrite:
         return RedisWrite(self.keys(order_id)[1], f"{user_id} {RANK_CANCELLED}", MARKER_TTL_S)
 
-    async def placed(self, order: OrderPublic) -> None:
-        write = self.placed_write(order)
-        await self.redis.set(write.key, write.value, ex=write.ttl_s)
-
     async def get(self, order_id: str) -> Marker | None:
         accepted_raw, expect_raw = await self.redis.mget(self.keys(order_id))
         accepted = OrderPublic.model_validate_json(accepted_raw) if accepted_raw else None
         if expect_raw:
-            owner, rank = expect_raw.decode().rsplit(" ", 1)
+            expect = expect_raw.decode() if isinstance(expect_raw, bytes) else expect_raw
+            owner, rank = expect.rsplit(" ", 1)
             return Marker(owner, int(rank), accepted)
         return Marker(accepted.user_id, RANK_PLACED, accepted) if accepted else None
 
@@ -186,24 +169,30 @@ class Markers:
 
 
 class OrderNotifications:
-    """One LISTEN connection per edge process; waiters for an order are woken by the projection's NOTIFY."""
+    """One LISTEN connection per edge process; waiters for an order are woken by the projection's NOTIFY,
+    and every waiter when notifications may have been missed (the connection lost or back)."""
 
     def __init__(self) -> None:
-        self._conn: asyncpg.Connection | None = None
+        self._listener: Listener | None = None
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
 
     async def start(self, settings: Settings) -> None:
-        self._conn = await connect(settings)
-        await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._listener = Listener(settings, ORDERS_VIEW_CHANNEL, self._on_notify, on_gap=self._wake_all)
+        await self._listener.start()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, order_id: str) -> None:
+    def _on_notify(self, order_id: str) -> None:
         for event in self._waiters.get(order_id, ()):
             event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     @contextmanager
     def subscribe(self, order_id: str) -> Iterator[asyncio.Event]:
@@ -229,7 +218,5 @@ async def wait_for_order(pool: asyncpg.Pool, notifications: OrderNotifications, 
             remaining = deadline - time.monotonic()
             if reached(row, min_rank) or remaining <= 0:
                 return row
-            try:
+            with contextlib.suppress(TimeoutError):  # a poll: read again
                 await asyncio.wait_for(changed.wait(), min(remaining, POLL_S))
-            except TimeoutError:
-                pass

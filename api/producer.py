@@ -12,8 +12,8 @@ CPython hands over only after its switch interval (5 ms), once per callback, so 
 queued behind each other (``benchmarks/edge.py`` at 16 concurrent orders: p99 33 ms for a bare
 producing endpoint, 6 ms with the pump).
 
-``partitioner=murmur2_random`` is the Java client's partitioner: a key lands on the same partition
-whether a Java producer, Debezium or this edge wrote it, which is what keeps per-entity order.
+The configuration is every ShopFlow producer's (``shopflow.kafka``: acks=all, idempotence, the Java
+client's murmur2 partitioner) with the edge's own timing.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from shopflow.schemas import load_schema
+from shopflow.kafka import producer_config
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.records import AvroRecord
 from shopflow.topologies.catalog import Topic
-
 
 # Loop iterations without a delivery before the pump waits in a thread instead (about 0.1 ms of an idle loop).
 SPIN_ITERATIONS = 20
@@ -48,20 +47,14 @@ class Delivery:
     offset: int
 
 
-def producer_config(bootstrap_servers: str, client_id: str = "shopflow-api") -> dict[str, object]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "client.id": client_id,
-        "acks": "all",
-        "enable.idempotence": True,
-        "partitioner": "murmur2_random",
-        # Each request waits for its own delivery: no linger (1 ms cost a lone request ~1 ms at p50).
-        # Under concurrency librdkafka still batches what queues while a request is in flight.
-        "linger.ms": 0,
-        # Bounds how long a request can wait for the broker before it is answered 503.
-        "delivery.timeout.ms": 10_000,
-        "request.timeout.ms": 5_000,
-    }
+# Each request waits for its own delivery: no linger (1 ms cost a lone request ~1 ms at p50); under
+# concurrency librdkafka still batches what queues while a request is in flight. The timeouts bound
+# how long a request can wait for the broker before it is answered 503.
+EDGE_TUNING: dict[str, object] = {"linger.ms": 0, "delivery.timeout.ms": 10_000, "request.timeout.ms": 5_000}
+
+
+def edge_producer_config(bootstrap_servers: str) -> dict[str, object]:
+    return producer_config(bootstrap_servers, "shopflow-api", **EDGE_TUNING)
 
 
 class CommandProducer:
@@ -76,7 +69,7 @@ class CommandProducer:
 
     @classmethod
     def connect(cls, bootstrap_servers: str, codec: AvroCodec) -> CommandProducer:
-        return cls(Producer(producer_config(bootstrap_servers)), codec)
+        return cls(Producer(edge_producer_config(bootstrap_servers)), codec)
 
     async def _serve_deliveries(self) -> None:
         """Serve delivery reports while any ``send`` waits for one (see the module's doc)."""
@@ -99,11 +92,10 @@ class CommandProducer:
 
     def warm(self, topic: Topic, record: type[AvroRecord]) -> None:
         """Register a record's schema now, so no request waits for the registry (blocking HTTP)."""
-        self.codec.registry.register(topic.subject(record.AVRO_NAME), load_schema(record.AVRO_NAME))
+        self.codec.warm(topic, record)
 
     def encode(self, topic: Topic, record: AvroRecord) -> bytes:
-        name = record.AVRO_NAME
-        return self.codec.encode(topic.subject(name), load_schema(name), record.to_avro())
+        return self.codec.encode(topic, record)
 
     async def send(self, topic: Topic, key: str, record: AvroRecord) -> Delivery:
         """Produce ``record`` keyed by ``key`` to ``topic`` and wait until the broker has it (acks=all)."""
@@ -115,14 +107,17 @@ class CommandProducer:
             if err is not None:
                 result: Delivery | ProduceError = ProduceError(f"{topic.name}: {err.str()}")
             else:
-                result = Delivery(msg.topic(), msg.partition(), msg.offset())
+                # A delivered record always has its place; -1 would only say the client did not report it.
+                partition, offset = msg.partition(), msg.offset()
+                result = Delivery(topic.name, -1 if partition is None else partition, -1 if offset is None else offset)
             if threading.get_ident() == self._loop_thread:
                 self._delivered(future, result)
             else:
                 loop.call_soon_threadsafe(self._delivered, future, result)
 
         event_id = str(record.event_id)  # type: ignore[attr-defined]  # every record has one
-        headers = [("event_type", name_of(record).encode()), ("event_id", event_id.encode())]
+        headers: list[tuple[str, str | bytes | None]] = [("event_type", name_of(record).encode()),
+                                                         ("event_id", event_id.encode())]
         try:
             self._producer.produce(topic.name, key=key.encode(), value=value, headers=headers, on_delivery=on_delivery)
         except BufferError:

@@ -16,6 +16,8 @@ import time
 from confluent_kafka import Producer
 from faust.web import Request, Response, View
 
+from shopflow.kafka import client_config
+
 log = logging.getLogger("shopflow.worker")
 
 BROKER_CHECK_TIMEOUT_S = 2.0
@@ -24,7 +26,7 @@ BROKER_CHECK_TIMEOUT_S = 2.0
 def broker_reachable(bootstrap_servers: str, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> str | None:
     """None when the broker answers a metadata request in time; otherwise why not."""
     # A producer, which can be closed: an admin client cannot, and would go on retrying a stopped broker.
-    client = Producer({"bootstrap.servers": bootstrap_servers})
+    client = Producer(client_config(bootstrap_servers, "shopflow-health"))
     try:
         client.list_topics(timeout=timeout_s)
         return None

@@ -7,42 +7,47 @@ runs it; any number of copies can run in one consumer group (partitions spread a
 Guarantees, without Kafka transactions:
 - each event is applied once: its ``event_id`` goes into ``orders_view_events`` in the same
   transaction as the row change, and an id already there is skipped (redelivery, replays);
-- status only moves forward (PENDING < CONFIRMED < CANCELLED/REFUNDED, ``STATUS_RANK``), so an
-  event arriving late or replayed never takes an order back;
+- status only moves forward (PENDING < CONFIRMED < CANCELLED/REFUNDED, ``ORDER_STATUS_RANK``, derived
+  from the saga in ``topologies.orders``), so an event arriving late or replayed never takes an order back;
 - offsets are committed only after the batch is in PostgreSQL (at least once + idempotent = once);
 - a record that cannot be decoded or applied goes to the dead-letter topic through
   ``decode_or_dead_letter`` (with its origin and reason) and the stream goes on;
-- every applied change NOTIFYs ``shopflow_orders_view`` with the order id, which wakes the edge's
-  ``GET /v1/orders/{id}?wait=`` readers.
+- every applied change NOTIFYs ``ORDERS_VIEW_CHANNEL`` with the order id, which wakes the edge's
+  ``GET /v1/orders/{id}?wait=`` readers;
+- ``shopflow projection`` restarts it from the committed offsets after a failure, with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from confluent_kafka import Consumer, KafkaError, Message, Producer
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type, wait_exponential
 
+from shopflow.db import connect, migrate
+from shopflow.kafka import producer_config
 from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec, CodecError
 from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_or_dead_letter
-from shopflow.schemas.records import OrderCancelled, OrderConfirmed, OrderPlaced
+from shopflow.schemas.orders import OrderCancelled, OrderConfirmed, OrderPlaced
 from shopflow.settings import Settings
 from shopflow.topologies.catalog import ORDERS
+from shopflow.topologies.orders import ORDER_STATUS_RANK, ORDERS_VIEW_CHANNEL
+from shopflow.topologies.saga import CANCELLED, CONFIRMED, PENDING, REFUNDED
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "shopflow-order-projection"
-NOTIFY_CHANNEL = "shopflow_orders_view"
-STATUS_RANK: Mapping[str, int] = {"PENDING": 1, "CONFIRMED": 2, "CANCELLED": 3, "REFUNDED": 3}
-# Statuses after which nothing more happens to an order (CONFIRMED can still become REFUNDED).
-FINAL_STATUSES = frozenset({"CANCELLED", "REFUNDED"})
+# Failures after which a run starts again from the committed offsets (PostgreSQL or the broker away,
+# dead letters not delivered); the wait between runs doubles from 1 s up to 30 s.
+RESTARTABLE = (OSError, asyncpg.PostgresError, RuntimeError)
 HANDLED = {cls.AVRO_NAME: cls for cls in (OrderPlaced, OrderConfirmed, OrderCancelled)}
 
 
@@ -66,16 +71,16 @@ class Change:
 def change_of(event: OrderPlaced | OrderConfirmed | OrderCancelled) -> Change:
     """The row change an event makes (pure; the projection's whole business logic)."""
     if isinstance(event, OrderPlaced):
-        return Change(event.event_id, event.order_id, event.user_id, "PENDING", event.occurred_at,
+        return Change(event.event_id, event.order_id, event.user_id, PENDING, event.occurred_at,
                       lines=[line.to_avro() for line in event.lines],
                       total_minor=event.total.amount_minor, currency=event.total.currency)
     if isinstance(event, OrderConfirmed):
-        return Change(event.event_id, event.order_id, event.user_id, "CONFIRMED", event.occurred_at,
+        return Change(event.event_id, event.order_id, event.user_id, CONFIRMED, event.occurred_at,
                       total_minor=event.total.amount_minor, currency=event.total.currency,
                       payment_id=event.payment_id)
     if isinstance(event, OrderCancelled):
         return Change(event.event_id, event.order_id, event.user_id,
-                      "REFUNDED" if event.refunded else "CANCELLED", event.occurred_at,
+                      REFUNDED if event.refunded else CANCELLED, event.occurred_at,
                       reason=event.reason.value, detail=event.detail)
     raise TypeError(f"not an orders event: {type(event).__name__}")
 
@@ -110,11 +115,11 @@ async def apply(conn: asyncpg.Connection, change: Change) -> bool:
         if await conn.fetchval(_MARK, change.event_id, change.order_id) is None:
             return False
         await conn.execute(
-            _UPSERT, change.order_id, change.user_id, change.status, STATUS_RANK[change.status], change.lines,
+            _UPSERT, change.order_id, change.user_id, change.status, ORDER_STATUS_RANK[change.status], change.lines,
             change.total_minor, change.currency, change.reason, change.detail, change.payment_id,
             change.occurred_at, change.event_id,
         )
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, change.order_id)
+        await conn.execute("SELECT pg_notify($1, $2)", ORDERS_VIEW_CHANNEL, change.order_id)
     return True
 
 
@@ -147,7 +152,7 @@ class OrderProjection:
         name = record_name(self.codec, msg.value())
         reader = load_schema(name) if name in HANDLED else None
         decoded, letter = decode_or_dead_letter(self.codec, msg, reader)
-        if letter is not None:
+        if decoded is None:  # then it says why
             return letter
         if name not in HANDLED:
             return dead_letter(msg, "unexpected-record", f"{name} is not an orders event this projection reads")
@@ -174,13 +179,9 @@ class OrderProjection:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set. Errors reaching PostgreSQL or Kafka propagate (restart from offsets)."""
-        from shopflow.api.pg import connect
-        from shopflow.api.producer import producer_config
-        from shopflow.db import migrate
-
-        conn = await connect(self.settings)
+        conn = await connect(self.settings, application_name=GROUP_ID)
         consumer = self._consumer()
-        dlq = Producer(producer_config(self.settings.bootstrap_servers, client_id="shopflow-order-projection"))
+        dlq = Producer(producer_config(self.settings.bootstrap_servers, GROUP_ID))
         try:
             await migrate(conn)
             consumer.subscribe([self.topic])
@@ -195,16 +196,18 @@ class OrderProjection:
                         failures.append(str(err))
 
                 for msg in messages:
-                    if msg.error() is not None:
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error on %s: %s", self.topic, msg.error())
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer error on %s: %s", self.topic, error)
                         continue
                     letter = await self.handle(conn, msg)
                     if letter is not None:
                         self.counts["dead-lettered"] += 1
                         log.warning("dead letter from %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(),
                                     dict(letter.headers).get("dlq.reason"))
-                        dlq.produce(letter.topic, key=letter.key, value=letter.value, headers=letter.headers,
+                        headers: list[tuple[str, str | bytes | None]] = list(letter.headers)
+                        dlq.produce(letter.topic, key=letter.key, value=letter.value, headers=headers,
                                     on_delivery=delivered)
                 # Dead letters are on the broker before the offsets that skip their records are committed.
                 await asyncio.to_thread(dlq.flush, 30)
@@ -232,18 +235,24 @@ def main(settings: Settings | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         registry = SchemaRegistry(settings.registry_url)
         projection = OrderProjection(settings, AvroCodec(registry))
-        backoff = 1.0
         log.info("order projection: %s -> orders_view (group %s)", projection.topic, projection.group_id)
-        while not stop.is_set():
-            try:
-                await projection.run(stop)
-            except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
-                log.error("order projection stopped: %s; restarting in %.0fs", exc, backoff)
-                try:
-                    await asyncio.wait_for(stop.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 30.0)
+
+        async def pause(seconds: float) -> None:  # cut short by a stop signal
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+        def failed(state: RetryCallState) -> None:
+            log.error("order projection stopped: %s; restarting in %.0fs",
+                      state.outcome.exception() if state.outcome else None, state.upcoming_sleep)
+
+        restarts = AsyncRetrying(retry=retry_if_exception_type(RESTARTABLE), wait=wait_exponential(max=30),
+                                 stop=lambda _state: stop.is_set(), sleep=pause, before_sleep=failed)
+        try:
+            async for attempt in restarts:
+                with attempt:
+                    await projection.run(stop)
+        except RetryError:  # stopped while waiting to restart
+            pass
         registry.close()
         log.info("order projection stopped: %s", projection.counts)
 

@@ -13,12 +13,16 @@ change (``api.carts_store``), or S seconds have passed (``up_to_date`` says whic
   race with the agent. A failure between the two is a 503: the retry (same Idempotency-Key) produces
   both again, with the same event ids, and converges.
 - ``DELETE /v1/cart/items/{sku}`` removes the line; ``DELETE /v1/cart`` clears the cart.
-- ``POST /v1/cart/checkout`` reads the cart (once it reflects the caller's changes), prices its
-  lines from the catalog exactly as ``POST /v1/orders`` does (``orders_store.price_lines``),
-  produces PlaceOrder then CheckoutCart(order_id) (the agent closes the cart), and answers 202 with
-  the order's Location. An empty cart is 409.
+- ``POST /v1/cart/checkout`` reads the cart (once it reflects the caller's changes), places its
+  lines as ``POST /v1/orders`` does (``api.ordering``: the order-lines rule, catalog prices,
+  PlaceOrder), then produces CheckoutCart(order_id) (the agent closes the cart), and answers 202 with
+  the order's Location. An empty cart is 409, and so is a cart the order-lines rule refuses.
 
 Skus added must be in the catalog and sold (422 otherwise); quantities are 1 to ``MAX_QUANTITY``.
+A cart stays an order ``POST /v1/orders`` would take (``topologies.orders.lines_problem``): an add or
+set that would give it more than ``MAX_ORDER_LINES`` skus, or a line more than ``MAX_LINE_QUANTITY``
+units, is 409. That check reads the cart as the workers have it now (a change still queued is not
+counted, nor is the cart checked when no worker answers); checkout applies the rule again, for good.
 Event ids (and the checkout's order id) derive from the user, the Idempotency-Key and the request,
 so a retry of a command whose outcome was lost is deduplicated by the agents instead of applied twice.
 """
@@ -35,6 +39,7 @@ import redis.exceptions
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from shopflow.api import ordering
 from shopflow.api.cart_converters import (
     cart_id_of,
     cart_items,
@@ -52,18 +57,20 @@ from shopflow.api.carts_store import (
     WorkersUnavailable,
     checkout_lock,
     checkout_unlock,
+    fetch_cart,
     prices,
     sellable,
     wait_for_cart,
 )
-from shopflow.api.converters import accepted_order_view, order_accepted, to_place_order
 from shopflow.api.dependencies import CurrentUser, Edge, EdgeDep, IdempotencyKey
 from shopflow.api.errors import errors
-from shopflow.api.idempotency import fingerprint
-from shopflow.api.orders_store import CatalogUnavailable, PricingError, price_lines
-from shopflow.api.routers.orders import location as order_location
-from shopflow.api.schemas import MAX_QUANTITY, MAX_WAIT_S, OrderAccepted, OrderLineIn
+from shopflow.api.idempotency import Outcome, fingerprint
+from shopflow.api.ordering import NewOrder
+from shopflow.api.orders_store import CatalogUnavailable
+from shopflow.api.schemas import MAX_WAIT_S, OrderAccepted, OrderLineIn
+from shopflow.catalog.products import SKU_PATTERN
 from shopflow.schemas.records import AvroRecord
+from shopflow.topologies.orders import lines_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/cart", tags=["cart"])
@@ -74,10 +81,11 @@ CHECKOUT_WAIT_S = 5.0
 # Event ids derived from (user, Idempotency-Key, request): a retry reuses them.
 _IDS = uuid.UUID("9d0f3c38-5a2e-4f57-9a7e-3c1d2b6a0c41")
 
-SkuPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The line's sku.")]
-_LOCATION = {"Location": {"description": "Where to follow the cart (GET /v1/cart?wait=).", "schema": {"type": "string"}}}
-_ORDER_LOCATION = {"Location": {"description": "Where to follow the order.", "schema": {"type": "string"}}}
-_COMMAND_ERRORS = errors(400, 401, 413, 422, 429, 503)
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The line's sku.")]
+_LOCATION = {"Location": {"description": "Where to follow the cart (GET /v1/cart?wait=).",
+                          "schema": {"type": "string"}}}
+# 409: an add or set the order-lines rule refuses, or a duplicate of a command still running.
+_COMMAND_ERRORS = errors(400, 401, 409, 413, 422, 429, 503)
 
 
 def _ids(user_id: str, key: str, fp: str) -> Callable[[object], str]:
@@ -101,6 +109,19 @@ async def _check_sku(edge: Edge, sku: str) -> None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
     if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
+
+
+async def _check_room(edge: Edge, user_id: str, sku: str, quantity: int, *, replace: bool) -> None:
+    """409 when the cart with this change would be an order ``POST /v1/orders`` refuses (``replace``: the
+    line is set to ``quantity``, otherwise raised by it). Reads the cart as the workers have it now."""
+    try:
+        items = cart_items(await fetch_cart(edge.workers, cart_id_of(user_id)))
+    except WorkersUnavailable:
+        return  # the command is accepted without the cart (as before this check); checkout applies the rule
+    items[sku] = quantity if replace else items.get(sku, 0) + quantity
+    problem = lines_problem(items.items())
+    if problem is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"your cart would not make an order: {problem}")
 
 
 async def _send(edge: Edge, user_id: str, *commands: AvroRecord) -> Response:
@@ -149,6 +170,7 @@ async def add_item(body: CartItemAdd, request: Request, user: CurrentUser, edge:
 
     async def handle() -> Response:
         await _check_sku(edge, body.sku)
+        await _check_room(edge, user.user_id, body.sku, body.quantity, replace=False)
         command = to_add_cart_item(user_id=user.user_id, sku=body.sku, quantity=body.quantity,
                                    occurred_at=now_ms_time(), event_id=ids(0))
         return await _send(edge, user.user_id, command)
@@ -166,6 +188,7 @@ async def set_item(sku: SkuPath, body: CartItemSet, request: Request, user: Curr
 
     async def handle() -> Response:
         await _check_sku(edge, sku)
+        await _check_room(edge, user.user_id, sku, body.quantity, replace=True)
         at = now_ms_time()
         remove = to_remove_cart_item(user_id=user.user_id, sku=sku, quantity=None, occurred_at=at, event_id=ids(0))
         add = to_add_cart_item(user_id=user.user_id, sku=sku, quantity=body.quantity,
@@ -206,7 +229,7 @@ async def clear_cart(request: Request, user: CurrentUser, edge: EdgeDep, idempot
 
 
 @router.post("/checkout", status_code=status.HTTP_202_ACCEPTED, response_model=OrderAccepted,
-             responses={202: {"headers": _ORDER_LOCATION}, **errors(400, 401, 409, 413, 422, 429, 503)})
+             responses={202: {"headers": ordering.LOCATION_HEADER}, **errors(400, 401, 409, 413, 422, 429, 503)})
 async def checkout(body: CheckoutRequest, request: Request, user: CurrentUser, edge: EdgeDep,
                    idempotency_key: IdempotencyKey) -> Response:
     """Turn my cart into an order at today's prices; follow the order at the Location."""
@@ -214,7 +237,7 @@ async def checkout(body: CheckoutRequest, request: Request, user: CurrentUser, e
     ids = _ids(user.user_id, idempotency_key, fp)
     cart_id = cart_id_of(user.user_id)
 
-    async def handle() -> Response:
+    async def handle() -> Outcome:
         lock = await checkout_lock(edge.redis, cart_id)
         if lock is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "a checkout of this cart is already in progress",
@@ -230,7 +253,7 @@ async def checkout(body: CheckoutRequest, request: Request, user: CurrentUser, e
     return await edge.idempotency.run(user.user_id, idempotency_key, fp, handle)
 
 
-async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callable[[object], str]) -> Response:
+async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callable[[object], str]) -> Outcome:
     cart_id = cart_id_of(user_id)
     mark = await _marks(edge).get(cart_id)
     try:
@@ -249,34 +272,18 @@ async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callab
         expired = view is not None and view.get("status") == "EXPIRED"
         raise HTTPException(status.HTTP_409_CONFLICT, "your cart expired and was emptied; add items first" if expired
                             else "your cart is empty; add items with POST /v1/cart/items first")
-    too_many = sorted(sku for sku, q in items.items() if q > MAX_QUANTITY)
-    if too_many:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"an order takes at most {MAX_QUANTITY} units of a sku; "
-                                                      f"lower the quantity of {', '.join(too_many)}")
-    lines = [OrderLineIn(sku=sku, quantity=q) for sku, q in sorted(items.items())]
-    try:
-        priced, currency = await price_lines(edge.prices, lines)
-    except PricingError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"{exc}; change the cart and check out again") from None
-    except CatalogUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
     order_id = ids("order")
     at = now_ms_time()
-    place = to_place_order(order_id=order_id, user_id=user_id, lines=priced, currency=currency,
-                           payment_token=body.payment_token, shipping_address=body.shipping_address,
-                           occurred_at=at, event_id=ids("place"))
-    await edge.producer.send(edge.topics.order_commands, order_id, place)
-    try:
-        await edge.markers.placed(accepted_order_view(place))
-    except redis.exceptions.RedisError as exc:
-        log.warning("order %s accepted but its marker was not written: %r", order_id, exc)
+    # Not validated again (each was when added): a line over the limits must reach the order-lines rule,
+    # which answers 409 for a cart, not fail as a malformed request.
+    lines = [OrderLineIn.model_construct(sku=sku, quantity=q) for sku, q in sorted(items.items())]
+    placed = await ordering.place_order(edge, NewOrder(
+        order_id=order_id, user_id=user_id, lines=lines, payment_token=body.payment_token,
+        shipping_address=body.shipping_address, occurred_at=at, from_cart=True, event_id=ids("place")))
     close = to_checkout_cart(user_id=user_id, order_id=order_id, body=body, occurred_at=at, event_id=ids("close"))
     await edge.producer.send(edge.topics.cart_commands, cart_id, close)
     try:
         await _marks(edge).raise_to(cart_id, to_ms(close.occurred_at), close.event_id)
     except redis.exceptions.RedisError as exc:
         log.warning("cart %s: checkout accepted but its mark was not written: %r", cart_id, exc)
-    where = order_location(order_id)
-    return JSONResponse(order_accepted(place, where).model_dump(mode="json"), status.HTTP_202_ACCEPTED,
-                        headers={"Location": where})
+    return placed  # the order's marker is written with the stored response

@@ -19,10 +19,11 @@ from shopflow.api.carts_store import sellable, wishlist, wishlist_delete, wishli
 from shopflow.api.dependencies import CurrentUser, EdgeDep
 from shopflow.api.errors import errors
 from shopflow.api.orders_store import CatalogUnavailable
+from shopflow.catalog.products import SKU_PATTERN
 
 router = APIRouter(prefix="/v1/wishlist", tags=["wishlist"])
 
-SkuPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The product's sku.")]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The product's sku.")]
 
 
 def _catalog_down(exc: CatalogUnavailable) -> HTTPException:

@@ -3,15 +3,18 @@ read-your-writes through a real worker's carts table, and checkout into the orde
 
 from __future__ import annotations
 
-import asyncio
-import time
+import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
+from polling import eventually_async
 
-from shopflow.schemas.records import AddCartItem, CheckoutCart, ClearCart, PlaceOrder, RemoveCartItem
+from shopflow.api.cart_converters import now_ms_time, to_add_cart_item
+from shopflow.schemas.carts import AddCartItem, CheckoutCart, ClearCart, RemoveCartItem
+from shopflow.schemas.orders import PlaceOrder
 from shopflow.topologies.catalog import CART_COMMANDS, ORDER_COMMANDS
+from shopflow.topologies.orders import MAX_LINE_QUANTITY, MAX_ORDER_LINES
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +115,7 @@ async def test_idempotency_key_replays_and_refuses_reuse(client, new_account, sk
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
     other = await client.post("/v1/cart/items", headers={**me.auth, **key}, json={**body, "quantity": 2})
     assert other.status_code == 422 and "already used" in other.json()["detail"]
-    await asyncio.sleep(0.5)
+    # Every command was on the topic (acks=all) before its 202: the end offsets now cover any duplicate.
     got = commands_of(codec, topic_reader.since(CART_COMMANDS, mark), me.id)
     assert [c.event_id for c in got] == first.json()["event_ids"]  # one command, not two
 
@@ -237,13 +240,11 @@ async def test_cart_to_order(client, new_account, skus, idem, topic_reader, code
 
     # The saga takes it to an end (no stock was seeded for the session's skus: CANCELLED out of stock).
     async with httpx.AsyncClient(base_url=saga_workers[0], follow_redirects=True) as worker:
-        deadline = time.monotonic() + 30
-        while True:
+        async def ended() -> bool:
             w = await worker.get(f"/orders/{order_id}/")
-            if w.status_code == 200 and w.json().get("status") in ("CONFIRMED", "CANCELLED", "REFUNDED"):
-                break
-            assert time.monotonic() < deadline, w.text
-            await asyncio.sleep(0.3)
+            return w.status_code == 200 and w.json().get("status") in ("CONFIRMED", "CANCELLED", "REFUNDED")
+
+        await eventually_async(ended, timeout_s=30, interval_s=0.3, what=f"order {order_id} ended")
 
     # The next change starts a new cart.
     await do("POST", "/v1/cart/items", {"sku": skus["B"], "quantity": 4})
@@ -251,3 +252,70 @@ async def test_cart_to_order(client, new_account, skus, idem, topic_reader, code
     assert (fresh["status"], [(i["sku"], i["quantity"]) for i in fresh["items"]]) == ("OPEN", [(skus["B"], 4)])
     await do("DELETE", "/v1/cart")
     assert (await cart(client, me))["items"] == []
+
+
+# -- a cart stays an order POST /v1/orders would take (topologies.orders) ----------------------------------
+
+
+@pytest.fixture
+async def many_skus(api_settings) -> list[str]:
+    """``MAX_ORDER_LINES + 1`` skus in the catalog, for one test's cart."""
+    from shopflow.db import connect
+
+    made = [f"L{uuid.uuid4().hex[:6].upper()}-{i:02d}" for i in range(MAX_ORDER_LINES + 1)]
+    conn = await connect(api_settings)
+    try:
+        await conn.executemany("INSERT INTO products (sku, name, price_minor, currency, active) "
+                               "VALUES ($1, $1, 100, 'EUR', true)", [(sku,) for sku in made])
+    finally:
+        await conn.close()
+    return made
+
+
+async def test_a_cart_never_holds_more_skus_than_an_order(app, client, new_account, many_skus, idem, topic_reader,
+                                                          codec):
+    me = await new_account()
+    *fifty, last = many_skus
+    for sku in fifty:
+        r = await client.post("/v1/cart/items", headers={**me.auth, **idem()}, json={"sku": sku, "quantity": 1})
+        assert r.status_code == 202, r.text
+    assert len((await cart(client, me))["items"]) == MAX_ORDER_LINES
+
+    carts_mark = topic_reader.mark(CART_COMMANDS)
+    for method, path, body in (("POST", "/v1/cart/items", {"sku": last, "quantity": 1}),
+                               ("PATCH", f"/v1/cart/items/{last}", {"quantity": 1})):
+        r = await client.request(method, path, headers={**me.auth, **idem()}, json=body)
+        assert r.status_code == 409 and f"at most {MAX_ORDER_LINES} lines" in r.json()["detail"], r.text
+    assert commands_of(codec, topic_reader.since(CART_COMMANDS, carts_mark), me.id) == []  # nothing produced
+    more = await client.post("/v1/cart/items", headers={**me.auth, **idem()}, json={"sku": fifty[0], "quantity": 2})
+    assert more.status_code == 202, more.text  # a sku already in the cart is no new line
+
+    # An add the edge could not count (two adds racing, or the workers away) still gets the cart past
+    # the limit; checkout then refuses it as POST /v1/orders would, and places nothing.
+    edge = app.state.edge
+    await edge.producer.send(edge.topics.cart_commands, me.id, to_add_cart_item(
+        user_id=me.id, sku=last, quantity=1, occurred_at=now_ms_time()))
+
+    async def over_the_limit() -> bool:
+        return len((await cart(client, me, wait=0))["items"]) == MAX_ORDER_LINES + 1
+
+    await eventually_async(over_the_limit, timeout_s=30, what="the cart past the limit")
+    orders_mark = topic_reader.mark(ORDER_COMMANDS)
+    r = await client.post("/v1/cart/checkout", headers={**me.auth, **idem()}, json={"payment_token": "tok_approve"})
+    assert r.status_code == 409, r.text
+    assert f"at most {MAX_ORDER_LINES} lines" in r.json()["detail"] and "change the cart" in r.json()["detail"]
+    commands = (codec.decode(m.value()) for m in topic_reader.since(ORDER_COMMANDS, orders_mark))
+    assert [c for c in commands if c.get("user_id") == me.id] == []
+
+
+async def test_a_line_never_holds_more_units_than_an_order_takes(client, new_account, skus, idem):
+    me = await new_account()
+    half = MAX_LINE_QUANTITY // 2 + 1
+    r = await client.post("/v1/cart/items", headers={**me.auth, **idem()}, json={"sku": skus["A"], "quantity": half})
+    assert r.status_code == 202, r.text
+    await cart(client, me)  # the workers have the first add
+    r = await client.post("/v1/cart/items", headers={**me.auth, **idem()}, json={"sku": skus["A"], "quantity": half})
+    assert r.status_code == 409 and f"at most {MAX_LINE_QUANTITY} units" in r.json()["detail"], r.text
+    r = await client.patch(f"/v1/cart/items/{skus['A']}", headers={**me.auth, **idem()},
+                           json={"quantity": MAX_LINE_QUANTITY})
+    assert r.status_code == 202, r.text  # setting the line replaces its quantity

@@ -31,6 +31,7 @@ from shopflow.api.schemas import AddressIn, OrderCreate, OrderStatus, RegisterRe
 from shopflow.api.security import Role
 from shopflow.schemas import load_schema
 from shopflow.schemas import records as r
+from shopflow.schemas import users as user_records
 
 WHEN = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -69,12 +70,12 @@ def test_cancel_stock_and_user_records_round_trip():
     user = UserPublic(id="u-1", email="a@b.io", display_name=None, role=Role.ADMIN, created_at=WHEN)
     registered = to_user_registered(user)
     assert roundtrip(registered) == registered
-    assert registered.role is r.Role.ADMIN and registered.occurred_at == WHEN
+    assert registered.role is user_records.Role.ADMIN and registered.occurred_at == WHEN
 
 
 def test_roles_map_to_the_avro_enum():
-    assert role_to_record(Role.CUSTOMER) is r.Role.CUSTOMER
-    assert role_to_record(Role.ADMIN) is r.Role.ADMIN
+    assert role_to_record(Role.CUSTOMER) is user_records.Role.CUSTOMER
+    assert role_to_record(Role.ADMIN) is user_records.Role.ADMIN
 
 
 def test_a_read_model_row_becomes_the_public_order():

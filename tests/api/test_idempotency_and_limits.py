@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -60,24 +61,33 @@ async def test_a_refused_request_does_not_use_up_its_key(client, new_account, sk
     assert fixed.status_code == 202  # only a 2xx is remembered
 
 
-async def test_concurrent_duplicates_produce_one_command(app, client, new_account, skus, codec, topic_reader):
+async def test_concurrent_duplicates_produce_one_command(app, client, new_account, skus):
     acct = await new_account()
     key = {"Idempotency-Key": str(uuid.uuid4())}
-    producer = app.state.edge.producer
+    edge = app.state.edge
     calls: list[str] = []
-    real_send = producer.send
+    real_send, real_execute = edge.producer.send, edge.idempotency._pipeline.execute
+    duplicate_met_first = asyncio.Event()
 
-    async def slow_send(topic, k, record):
+    async def watched_execute(*args):
+        result = await real_execute(*args)
+        if args[0] == "GET" and result is not None and json.loads(result)["state"] == "running":
+            duplicate_met_first.set()  # a duplicate read the key while the first still held it
+        return result
+
+    async def held_send(topic, k, record):
         calls.append(k)
-        await asyncio.sleep(0.3)  # keep the first in flight while the duplicates arrive
+        # The first request stays in flight until a duplicate has found its key taken.
+        await asyncio.wait_for(duplicate_met_first.wait(), 10)
         return await real_send(topic, k, record)
 
-    producer.send = slow_send
+    edge.producer.send, edge.idempotency._pipeline.execute = held_send, watched_execute
     try:
         results = await asyncio.gather(*(client.post("/v1/orders", json=_order(skus), headers={**acct.auth, **key})
                                           for _ in range(6)))
     finally:
-        del producer.send
+        del edge.producer.send, edge.idempotency._pipeline.execute
+    assert duplicate_met_first.is_set()
     assert [r.status_code for r in results] == [202] * 6
     assert len({r.json()["order_id"] for r in results}) == 1 and len(calls) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in results) == 5
@@ -97,21 +107,21 @@ async def test_the_rate_limit_answers_429_with_retry_after(api_settings, skus):
     from shopflow.api.main import create_app
 
     limited = create_app(api_settings.model_copy(update={"rate_limit_per_user": 3, "rate_limit_window_s": 30}))
-    async with limited.router.lifespan_context(limited):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://edge") as c:
-            email = f"rl.{uuid.uuid4().hex[:8]}@example.test"
-            await c.post("/v1/auth/register", json={"email": email, "password": "hunter22!"})
-            token = (await c.post("/v1/auth/login", json={"email": email, "password": "hunter22!"})).json()
-            auth = {"Authorization": f"Bearer {token['access_token']}"}
-            codes = [(await c.get("/v1/users/me", headers=auth)).status_code for _ in range(3)]
-            refused = await c.get("/v1/users/me", headers=auth)
-            command = await c.post("/v1/orders", json=_order(skus),
-                                   headers={**auth, "Idempotency-Key": str(uuid.uuid4())})
-            # The limit is per user: another user is not affected.
-            email2 = f"rl.{uuid.uuid4().hex[:8]}@example.test"
-            await c.post("/v1/auth/register", json={"email": email2, "password": "hunter22!"})
-            token2 = (await c.post("/v1/auth/login", json={"email": email2, "password": "hunter22!"})).json()
-            other = await c.get("/v1/users/me", headers={"Authorization": f"Bearer {token2['access_token']}"})
+    async with (limited.router.lifespan_context(limited),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://edge") as c):
+        email = f"rl.{uuid.uuid4().hex[:8]}@example.test"
+        await c.post("/v1/auth/register", json={"email": email, "password": "hunter22!"})
+        token = (await c.post("/v1/auth/login", json={"email": email, "password": "hunter22!"})).json()
+        auth = {"Authorization": f"Bearer {token['access_token']}"}
+        codes = [(await c.get("/v1/users/me", headers=auth)).status_code for _ in range(3)]
+        refused = await c.get("/v1/users/me", headers=auth)
+        command = await c.post("/v1/orders", json=_order(skus),
+                               headers={**auth, "Idempotency-Key": str(uuid.uuid4())})
+        # The limit is per user: another user is not affected.
+        email2 = f"rl.{uuid.uuid4().hex[:8]}@example.test"
+        await c.post("/v1/auth/register", json={"email": email2, "password": "hunter22!"})
+        token2 = (await c.post("/v1/auth/login", json={"email": email2, "password": "hunter22!"})).json()
+        other = await c.get("/v1/users/me", headers={"Authorization": f"Bearer {token2['access_token']}"})
     assert codes == [200, 200, 200]
     assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 30
     assert "rate limit of 3" in refused.json()["detail"]

@@ -9,17 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka.admin import NewTopic
+from polling import eventually_async
 
 from shopflow.schemas import load_schema
-from shopflow.schemas.records import (
-    CancelOrder,
-    CancelReason,
-    Money,
-    OrderCancelled,
-    OrderLine,
-    OrderPlaced,
-    PlaceOrder,
-)
+from shopflow.schemas.orders import CancelOrder, CancelReason, OrderCancelled, OrderPlaced, PlaceOrder
+from shopflow.schemas.records import Money, OrderLine
 from shopflow.streams.order_projection import OrderProjection, apply, change_of
 from shopflow.topologies.catalog import ORDER_COMMANDS, ORDERS
 
@@ -150,7 +144,7 @@ async def projection(app, codec, topic_factory, admin):
     admin.delete_topics([f"{topic}.dlq"])[f"{topic}.dlq"].result(timeout=30)
 
 
-async def test_wait_returns_once_the_saga_reflects_the_accepted_command(client, new_account, skus, idem, codec,
+async def test_wait_returns_once_the_saga_reflects_the_accepted_command(app, client, new_account, skus, idem, codec,
                                                                          producer, projection):
     acct = await new_account()
     r = await client.post("/v1/orders", headers={**acct.auth, **idem()},
@@ -158,25 +152,30 @@ async def test_wait_returns_once_the_saga_reflects_the_accepted_command(client, 
     order_id = r.json()["order_id"]
 
     def emit(event) -> None:  # as the orders agent would
-        name = event.AVRO_NAME
-        producer.produce(projection, key=order_id.encode(),
-                         value=codec.encode(ORDERS.subject(name), load_schema(name), event.to_avro()))
+        producer.produce(projection, key=order_id.encode(), value=codec.encode(ORDERS, event))
         producer.flush(10)
 
-    async def later(event, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def once_waited_for(event) -> None:
+        """``event`` emitted once a GET is waiting for the order (subscribed to its notifications)."""
+
+        async def waiting() -> bool:
+            return order_id in app.state.edge.notifications._waiters
+
+        await eventually_async(waiting, timeout_s=10, interval_s=0.01, what=f"a GET waiting for {order_id}")
         await asyncio.to_thread(emit, event)
 
     now = datetime.now(UTC)
     placed = OrderPlaced(str(uuid.uuid4()), order_id, acct.id, (OrderLine(skus["A"], 1, Money(1999, "EUR")),),
                          Money(1999, "EUR"), "tok", now)
     t0 = time.monotonic()
-    emitter = asyncio.create_task(later(placed, 0.5))
+    emitter = asyncio.create_task(once_waited_for(placed))
     got = await client.get(f"/v1/orders/{order_id}", headers=acct.auth, params={"wait": 15})
     took = time.monotonic() - t0
     await emitter
+    # It waited for the event (sent only once the GET was waiting; the status it answers is the event's), and
+    # returned as soon as the event was projected, not at the end of its 15 s.
     assert got.status_code == 200 and got.json()["status"] == "PENDING", got.text
-    assert 0.4 < took < 10  # it waited for the event, and returned as soon as it was projected
+    assert took < 10
 
     # A cancel raises the bar: PENDING no longer satisfies the wait, CANCELLED does.
     r = await client.post(f"/v1/orders/{order_id}/cancel", headers={**acct.auth, **idem()})
@@ -185,7 +184,7 @@ async def test_wait_returns_once_the_saga_reflects_the_accepted_command(client, 
     assert quick.json()["status"] == "PENDING"  # bounded: returns as it is when time is up
     cancelled = OrderCancelled(event_id=str(uuid.uuid4()), order_id=order_id, user_id=acct.id,
                                reason=CancelReason.BY_CUSTOMER, occurred_at=now + timedelta(seconds=1))
-    emitter = asyncio.create_task(later(cancelled, 0.3))
+    emitter = asyncio.create_task(once_waited_for(cancelled))
     got = await client.get(f"/v1/orders/{order_id}", headers=acct.auth, params={"wait": 15})
     await emitter
     assert got.json()["status"] == "CANCELLED" and got.json()["reason"] == "BY_CUSTOMER"
@@ -211,7 +210,7 @@ async def test_cancel_produces_cancel_order(client, new_account, skus, idem, cod
 
 async def test_admin_stock_adjustment_goes_to_stock_requests_keyed_by_sku(client, new_account, skus, idem, codec,
                                                                           topic_reader):
-    from shopflow.schemas.records import StockAdjusted
+    from shopflow.schemas.inventory import StockAdjusted
     from shopflow.topologies.catalog import STOCK_REQUESTS
 
     admin = await new_account("admin")

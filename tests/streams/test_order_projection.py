@@ -8,25 +8,19 @@ them.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka.admin import NewTopic
+from polling import eventually_async
 from pydantic import SecretStr
 
-from shopflow.schemas import load_schema
-from shopflow.schemas.records import (
-    CancelReason,
-    Money,
-    OrderCancelled,
-    OrderLine,
-    OrderPlaced,
-    PlaceOrder,
-)
-from shopflow.streams.order_projection import NOTIFY_CHANNEL, OrderProjection
+from shopflow.schemas.orders import CancelReason, OrderCancelled, OrderPlaced, PlaceOrder
+from shopflow.schemas.records import Money, OrderLine
+from shopflow.streams.order_projection import OrderProjection
 from shopflow.topologies.catalog import ORDER_COMMANDS, ORDERS
+from shopflow.topologies.orders import ORDERS_VIEW_CHANNEL
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 pytestmark = pytest.mark.integration
@@ -45,7 +39,8 @@ def cancelled(order_id: str, user_id: str = "u-1", refunded: bool = False, at: d
 
 @pytest.fixture(scope="module")
 def settings(stack, pg_schema_factory):
-    return stack.model_copy(update={"postgres_schema": pg_schema_factory("projtest"), "jwt_secret": SecretStr("x" * 40)})
+    return stack.model_copy(update={"postgres_schema": pg_schema_factory("projtest"),
+                                    "jwt_secret": SecretStr("x" * 40)})
 
 
 @pytest.fixture
@@ -70,8 +65,7 @@ class Running:
 
 @pytest.fixture
 async def db(settings):
-    from shopflow.api.pg import connect
-    from shopflow.db import migrate
+    from shopflow.db import connect, migrate
 
     conn = await connect(settings)
     await migrate(conn)
@@ -83,9 +77,8 @@ async def db(settings):
 def send(producer, codec, orders_topic):
     def produce(*events, raw: bytes | None = None, key: str = "k") -> None:
         for event in events:
-            name = event.AVRO_NAME
-            topic = ORDERS if name in ORDERS.values else ORDER_COMMANDS
-            value = codec.encode(topic.subject(name), load_schema(name), event.to_avro())
+            topic = ORDERS if type(event) in ORDERS.values else ORDER_COMMANDS
+            value = codec.encode(topic, event)
             producer.produce(orders_topic, key=event.order_id.encode(), value=value)
         if raw is not None:
             producer.produce(orders_topic, key=key.encode(), value=raw)
@@ -94,40 +87,50 @@ def send(producer, codec, orders_topic):
     return produce
 
 
-async def row_of(db, order_id: str, until=lambda row: row is not None, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        row = await db.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
-        if until(row) or time.monotonic() > deadline:
+@pytest.fixture
+def row_of(db):
+    """``await row_of(order_id, until=...)``: the order's ``orders_view`` row once ``until(row)`` holds."""
+
+    async def wait(order_id: str, until=lambda row: row is not None, timeout_s: float = 60.0):
+        async def check():
+            row = await db.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
+            assert until(row), f"orders_view row of {order_id}: {row!r}"
             return row
-        await asyncio.sleep(0.1)
+
+        return await eventually_async(check, timeout_s=timeout_s)
+
+    return wait
 
 
 
-async def test_placed_then_cancelled_becomes_one_row_and_notifies(settings, codec, orders_topic, db, send):
+async def test_placed_then_cancelled_becomes_one_row_and_notifies(settings, codec, orders_topic, db, send, row_of):
     notified: list[str] = []
-    await db.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[3]))
+    await db.add_listener(ORDERS_VIEW_CHANNEL, lambda *args: notified.append(args[3]))
     running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
     try:
         order = f"o-{uuid.uuid4().hex[:8]}"
         send(placed(order))
-        row = await row_of(db, order)
+        row = await row_of(order)
         assert row["status"] == "PENDING" and row["total_minor"] == 4498 and row["currency"] == "EUR"
         assert [line["sku"] for line in row["lines"]] == ["SKU-A", "SKU-B"]
         assert row["created_at"] == T0 and row["user_id"] == "u-1"
 
         send(cancelled(order))
-        row = await row_of(db, order, lambda r: r["status"] != "PENDING")
+        row = await row_of(order, lambda r: r["status"] != "PENDING")
         assert (row["status"], row["reason"], row["detail"]) == ("CANCELLED", "OUT_OF_STOCK", "SKU-A")
         assert row["lines"] and row["total_minor"] == 4498  # a cancel keeps what the order was
         assert row["updated_at"] == T0 + timedelta(seconds=5)
-        await asyncio.sleep(0.2)
-        assert notified.count(order) == 2
+
+        async def notified_twice() -> bool:
+            assert notified.count(order) == 2, notified
+            return True
+
+        await eventually_async(notified_twice, timeout_s=10)
     finally:
         await running.close()
 
 
-async def test_duplicates_apply_once_and_status_never_goes_back(settings, codec, orders_topic, db, send):
+async def test_duplicates_apply_once_and_status_never_goes_back(settings, codec, orders_topic, db, send, row_of):
     running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
     try:
         dup, late = f"o-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
@@ -135,11 +138,11 @@ async def test_duplicates_apply_once_and_status_never_goes_back(settings, codec,
         send(event, event, event)  # redelivered
         # The terminal event first, the OrderPlaced after it (a replay, or a lagging copy).
         send(cancelled(late, refunded=True), placed(late))
-        await row_of(db, late, lambda r: r is not None and r["lines"] != [])
-        assert (await row_of(db, dup))["status"] == "PENDING"
+        await row_of(late, lambda r: r is not None and r["lines"] != [])
+        assert (await row_of(dup))["status"] == "PENDING"
         assert await db.fetchval("SELECT count(*) FROM orders_view_events WHERE order_id = $1", dup) == 1
         assert running.projection.counts["duplicate"] == 2
-        row = await row_of(db, late)
+        row = await row_of(late)
         assert row["status"] == "REFUNDED" and row["reason"] == "OUT_OF_STOCK"  # not taken back to PENDING
         assert row["total_minor"] == 4498 and len(row["lines"]) == 2  # yet the placed details are filled in
         assert row["created_at"] == T0  # the earliest event's time
@@ -148,7 +151,7 @@ async def test_duplicates_apply_once_and_status_never_goes_back(settings, codec,
 
 
 async def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
-        settings, codec, orders_topic, db, send, consume):
+        settings, codec, orders_topic, db, send, consume, row_of):
     running = Running(settings, codec, orders_topic, f"test-{uuid.uuid4().hex}")
     try:
         after = f"o-{uuid.uuid4().hex[:8]}"
@@ -157,13 +160,14 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
         send(raw=b"\x07not avro", key="o-bad")
         send(wrong_type)
         send(placed(after))
-        assert (await row_of(db, after))["status"] == "PENDING"  # the stream went on
+        assert (await row_of(after))["status"] == "PENDING"  # the stream went on
         # The three records sit on different partitions: the good one may be applied before both poison
         # ones are handled, so wait for the projection to have sent both letters before reading them.
-        deadline = time.monotonic() + 60
-        while running.projection.counts["dead-lettered"] < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert running.projection.counts["dead-lettered"] == 2
+        async def both_dead_lettered() -> bool:
+            assert running.projection.counts["dead-lettered"] == 2, running.projection.counts
+            return True
+
+        await eventually_async(both_dead_lettered, timeout_s=60)
         # By key: handled on two partitions, the two letters may come in either order.
         letters = {m.key(): m for m in consume(f"{orders_topic}.dlq", 2, timeout_s=60)}
         headers = {key: dict(m.headers()) for key, m in letters.items()}
@@ -177,19 +181,20 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
         await running.close()
 
 
-async def test_a_restarted_projection_resumes_from_committed_offsets(settings, codec, orders_topic, db, send):
+async def test_a_restarted_projection_resumes_from_committed_offsets(settings, codec, orders_topic, db, send,
+                                                                     row_of):
     group = f"test-{uuid.uuid4().hex}"
     first = Running(settings, codec, orders_topic, group)
     order = f"o-{uuid.uuid4().hex[:8]}"
     try:
         send(placed(order))
-        await row_of(db, order)
+        await row_of(order)
     finally:
         await first.close()
     second = Running(settings, codec, orders_topic, group)
     try:
         send(cancelled(order))
-        row = await row_of(db, order, lambda r: r["status"] == "CANCELLED")
+        row = await row_of(order, lambda r: r["status"] == "CANCELLED")
         assert row["status"] == "CANCELLED"
         # Only the new event was read: nothing before the committed offset came back.
         assert second.projection.counts == {"applied": 1, "duplicate": 0, "dead-lettered": 0}
