@@ -11,6 +11,7 @@ is ever left without one) and, for signed-in users, checks the token's revocatio
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 

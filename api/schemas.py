@@ -10,36 +10,47 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from shopflow.api.security import Role
+from shopflow.catalog.products import NOT_BLANK_PATTERN, SKU_PATTERN, SPACE_CHARS
+from shopflow.topologies.orders import MAX_LINE_QUANTITY as MAX_QUANTITY
+from shopflow.topologies.orders import MAX_ORDER_LINES as MAX_LINES
+from shopflow.topologies.orders import ORDER_STATUSES
+from shopflow.topologies.saga import CANCELLED, CONFIRMED, PENDING, REFUNDED
 
-MAX_LINES = 50
-MAX_QUANTITY = 1000
 MAX_WAIT_S = 20.0
 
 # No control characters in any text: they have no business in names or addresses, and PostgreSQL
 # refuses NUL outright.
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
-_ADDR = r"[^@\s\x00-\x1f\x7f]+"
+# Text is trimmed (pydantic's strip: Unicode White_Space, ``SPACE_CHARS``) before its length is checked, so
+# required text needs a character that is neither a control nor a space: the document says so.
+_NOT_BLANK = NOT_BLANK_PATTERN
+_ADDR = rf"[^@\x00-\x1f\x7f{SPACE_CHARS}]+"
 Email = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=254,
-                                         pattern=rf"^{_ADDR}@{_ADDR}\.{_ADDR}$")]
-Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+                                         pattern=rf"^[{SPACE_CHARS}]*{_ADDR}@{_ADDR}\.{_ADDR}[{SPACE_CHARS}]*$")]
+Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
-def _text(min_length: int = 1, max_length: int = 200) -> Any:
-    """Free text: trimmed, bounded, without control characters."""
-    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length,
-                                            pattern=_NO_CONTROL)]
+def whole_number(value: object) -> object:
+    # JSON does not tell 3 from 3.0, and JSON Schema's "integer" admits both: take 3.0 as 3, refuse 3.5.
+    return int(value) if type(value) is float and value.is_integer() else value
 
 
-Text = _text()
-ShortText = _text(max_length=100)
-OptionalText = _text(min_length=0)
-PostalCode = _text(max_length=20)
+# Integers in JSON: numbers without a fraction (not strings, not booleans), bounded.
+LineQuantity = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(whole_number)]
+StockDelta = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000), BeforeValidator(whole_number)]
+
+
+# Free text: trimmed, bounded, without control characters, and not blank when required.
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_NOT_BLANK)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_NOT_BLANK)]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=_NO_CONTROL)]
+PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20, pattern=_NOT_BLANK)]
 
 
 class _In(BaseModel):
@@ -109,7 +120,7 @@ class Money(BaseModel):
 
 class OrderLineIn(_In):
     sku: Sku
-    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+    quantity: LineQuantity
 
 
 class AddressIn(_In):
@@ -141,11 +152,18 @@ class OrderCreate(_In):
 
 
 class OrderStatus(StrEnum):
+    """ACCEPTED, then the read model's statuses (``topologies.orders.ORDER_STATUSES``, from the saga)."""
+
     ACCEPTED = "ACCEPTED"  # the edge took the command; the saga has not reported on it yet
-    PENDING = "PENDING"
-    CONFIRMED = "CONFIRMED"
-    CANCELLED = "CANCELLED"
-    REFUNDED = "REFUNDED"
+    # Spelled out, not generated, so a type checker knows the members; checked against the saga below.
+    PENDING = PENDING
+    CONFIRMED = CONFIRMED
+    CANCELLED = CANCELLED
+    REFUNDED = REFUNDED
+
+
+if [s.value for s in OrderStatus] != [OrderStatus.ACCEPTED, *ORDER_STATUSES]:
+    raise ImportError(f"OrderStatus is not ACCEPTED + the saga's published statuses {ORDER_STATUSES}")
 
 
 class OrderLinePublic(BaseModel):
@@ -189,8 +207,9 @@ class OrderPage(BaseModel):
 
 
 class StockAdjust(_In):
-    delta: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = Field(
-        description="Units added (positive) or removed (negative); not zero.")
+    delta: StockDelta = Field(
+        description="Units added (positive) or removed (negative); not zero.",
+        json_schema_extra={"not": {"const": 0}})
     reason: Text
 
     @field_validator("delta")

@@ -128,11 +128,11 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"the token is not valid: {exc}") from None
         try:
-            kind = TokenType(raw.get("typ"))
+            kind = TokenType(str(raw.get("typ")))
         except ValueError:
             raise TokenError("the token has no known type (access or refresh)") from None
         try:
-            role = Role(raw.get("role"))
+            role = Role(str(raw.get("role")))
         except ValueError:
             raise TokenError("the token carries no known role") from None
         return Claims(user_id=str(raw["sub"]), role=role, type=kind, jti=str(raw["jti"]),

@@ -15,10 +15,11 @@ from shopflow.api.idempotency import fingerprint
 from shopflow.api.orders_store import CatalogUnavailable, list_orders, sku_exists
 from shopflow.api.routers.orders import CursorParam, Limit, parse_cursor
 from shopflow.api.schemas import OrderPage, StockAdjust, StockAdjustAccepted
+from shopflow.catalog.products import SKU_PATTERN
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-SkuPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The sku to adjust.")]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The sku to adjust.")]
 
 
 @router.get("/orders", response_model=OrderPage, responses=errors(400, 401, 403, 422, 429, 503))

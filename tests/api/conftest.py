@@ -9,7 +9,6 @@ products are inserted there.
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
+from polling import eventually
 from pydantic import SecretStr
 
 from shopflow.settings import Settings
@@ -63,8 +63,7 @@ def skus() -> dict[str, str]:
 
 
 async def _seed_products(settings: Settings, skus: dict[str, str]) -> None:
-    from shopflow.api.pg import connect
-    from shopflow.db import migrate
+    from shopflow.db import connect, migrate
 
     conn = await connect(settings)
     try:
@@ -138,24 +137,28 @@ def end_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, in
 
 def read_since(settings: Settings, topic: str, since: dict[int, int],
                until: Callable[[list[Message]], bool] | None = None, timeout_s: float = 20.0) -> list[Message]:
-    """Messages of ``topic`` after ``since``: up to the end offsets as of now, or until ``until(messages)``."""
+    """Messages of ``topic`` after ``since``: up to the end offsets as of now, or until ``until(messages)``;
+    an AssertionError if that is not so within ``timeout_s``."""
     ends = end_offsets(settings, topic, len(since))
     pending = {p: ends[p] - 1 for p in since if ends[p] > since[p]}  # last offset still to see, per partition
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"test-{uuid.uuid4().hex}",
                   "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, o) for p, o in since.items()])
     out: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if until(out) if until is not None else not pending:
-                break
-            msg = c.poll(0.2)
-            if msg is None or msg.error():
-                continue
+
+    def read_enough() -> bool:
+        if until(out) if until is not None else not pending:
+            return True
+        msg = c.poll(0.2)  # waits for the next message itself: no pause between tries
+        if msg is not None and not msg.error():
             out.append(msg)
             if pending.get(msg.partition(), -1) <= msg.offset():
                 pending.pop(msg.partition(), None)
+        return False
+
+    try:
+        eventually(read_enough, timeout_s, interval_s=0,
+                   what=f"the awaited messages of {topic}" if until is not None else f"{topic} up to its end offsets")
         return out
     finally:
         c.close()

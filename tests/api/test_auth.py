@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from shopflow.api.users import EmailTaken, create_admin
-from shopflow.schemas.records import Role, UserRegistered
+from shopflow.schemas.users import Role, UserRegistered
 from shopflow.topologies.catalog import USERS
 
 pytestmark = pytest.mark.integration

@@ -7,6 +7,7 @@ be probed); a customer on an admin route is 403; no token on a protected route i
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -76,19 +77,15 @@ async def scrap_product(catalog, sku: str) -> None:
     """Delete a product the walk made, if it is still there (catalog writes are not in the test schema)."""
     from shopflow.catalog import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         await catalog.delete_product(sku)
-    except NotFound:
-        pass
 
 
 async def scrap_category(catalog, category_id: int) -> None:
     from shopflow.catalog import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         await catalog.delete_category(category_id)
-    except NotFound:
-        pass
 
 
 @pytest.fixture(scope="module")
