@@ -43,13 +43,15 @@ import httpx
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from mirakuru import HTTPExecutor
 
 from benchmarks.results import write_section
 from shopflow.api.converters import PricedLine, to_place_order
 from shopflow.api.main import EVENT_LOOP
 from shopflow.api.schemas import OrderCreate
-from shopflow.schemas.records import PlaceOrder
+from shopflow.schemas.orders import PlaceOrder
 from shopflow.settings import Settings, get_settings
+from shopflow.topologies.apply import apply_topics
 from shopflow.topologies.catalog import ORDER_COMMANDS, STOCK_REQUESTS, Topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,26 +124,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(target: str, port: int, env: dict[str, str], loop: str, factory: bool = False) -> subprocess.Popen:
+def start_server(target: str, port: int, env: dict[str, str], loop: str, factory: bool = False) -> HTTPExecutor:
+    """A uvicorn server, started and ready once it serves its OpenAPI document (mirakuru raises if it exits or
+    is not ready in 60 s); its warnings go to this terminal."""
     args = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--log-level", "warning", "--loop", loop] + (["--factory"] if factory else [])
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{target} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"{target} did not come up on port {port} in 60s")
+    server = HTTPExecutor(args, f"http://127.0.0.1:{port}/openapi.json", status=200, method="GET", timeout=60,
+                          cwd=str(ROOT), envvars=env, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
+    return server.start()
 
 
 async def prepare_schema(settings: Settings, schema: str) -> None:
-    from shopflow.api.pg import connect
-    from shopflow.db import migrate
+    from shopflow.db import connect, migrate
 
     admin = await asyncpg.connect(settings.postgres_dsn)
     await admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -254,6 +248,7 @@ def main() -> None:
     schema = f"bench_{run}"
     asyncio.run(prepare_schema(settings, schema))
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    apply_topics(admin)  # the edge's own topics besides the stand-ins (a fresh broker has none)
     topics = [stand_in(t, run) for t in (ORDER_COMMANDS, STOCK_REQUESTS)]
     for future in admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in topics]).values():
         future.result(timeout=30)
@@ -268,9 +263,8 @@ def main() -> None:
         headers = asyncio.run(sign_in(f"http://127.0.0.1:{ports['edge']}"))
         results = {name: asyncio.run(measure(port, headers, args)) for name, port in ports.items()}
     finally:
-        for proc in servers:
-            proc.terminate()
-            proc.wait(10)
+        for server in servers:
+            server.stop()
         asyncio.run(drop_schema(settings, schema))
         for future in admin.delete_topics([t.name for t in topics]).values():
             future.result(timeout=30)
@@ -296,8 +290,8 @@ def main() -> None:
         f"idempotence awaited, accepted-order marker) against two bare FastAPI endpoints parsing the same body: "
         f"*bare* answers 202 with no I/O (the framework alone); *bare producer* also encodes a PlaceOrder and "
         f"awaits its produce with acks=all, the least a command edge does. All uvicorn, one worker, in "
-        f"subprocesses, event loop `{args.loop}`; load from one process (raw HTTP/1.1 keep-alive connections) on the same machine as the "
-        f"whole stack; {args.requests:,} requests per row after {args.warmup} warm-up.\n\n"
+        f"subprocesses, event loop `{args.loop}`; load from one process (raw HTTP/1.1 keep-alive connections) "
+        f"on the same machine as the whole stack; {args.requests:,} requests per row after {args.warmup} warm-up.\n\n"
         "| concurrency | bare /s | bare producer /s | edge /s | edge / bare producer | edge / bare "
         "| bare p50 / p99 ms | bare producer p50 / p99 ms | edge p50 / p99 ms | edge non-202 |\n"
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"

@@ -20,12 +20,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    python = f"Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu}), {python}, {platform.system()} {platform.release()}"
 
 
 def write_section(name: str, body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is replaced by the latest run of its benchmark.\n"
-    section = f"## {name}\n\n_run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}_\n\n{body.strip()}\n"
+    empty = "# Benchmark results\n\nEach section is replaced by the latest run of its benchmark.\n"
+    text = RESULTS.read_text() if RESULTS.exists() else empty
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = f"## {name}\n\n_run {when} on {machine()}_\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)

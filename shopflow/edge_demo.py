@@ -106,7 +106,8 @@ def _walk(settings: Settings, client: _Client, say: Callable[[str], None]) -> No
     try:
         create_admin(settings, admin_email, admin_password, display_name="Demo admin")
     except Exception as exc:  # PostgreSQL or the registry unreachable from here
-        raise EdgeDemoError(f"could not create the demo admin ({exc!r}); is the stack up (`shopflow stack up`)?") from None
+        raise EdgeDemoError(f"could not create the demo admin ({exc!r}); "
+                            "is the stack up (`shopflow stack up`)?") from None
     admin = _login(client, admin_email, admin_password)
 
     email, password = f"demo.{uuid.uuid4().hex[:8]}@example.test", secrets.token_urlsafe(12)

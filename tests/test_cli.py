@@ -26,3 +26,15 @@ def test_topology_check_passes_on_the_declared_saga():
     proc = subprocess.run([sys.executable, "-m", "shopflow.cli", "topology", "check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "every effect has a compensation" in proc.stdout
+
+
+def test_topics_list_is_a_table_of_the_catalog():
+    from shopflow.topologies.catalog import all_topics
+
+    proc = subprocess.run([sys.executable, "-m", "shopflow.cli", "topics", "list"], capture_output=True, text=True)
+
+    assert proc.returncode == 0, proc.stderr
+    header, rule, *rows = proc.stdout.splitlines()
+    assert header.split()[:3] == ["topic", "key", "partitions"]
+    assert set(rule.strip()) == {"─"}
+    assert [row.split()[:3] for row in rows] == [[t.name, t.key, str(t.partitions)] for t in all_topics()]

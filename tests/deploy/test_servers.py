@@ -1,8 +1,7 @@
-"""Each server of the real stack, through the client the project uses for it."""
+"""The real servers as ShopFlow uses them: through its own clients, with the configuration its launcher writes."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import asyncpg
@@ -20,7 +19,7 @@ def test_kafka_carries_a_registry_framed_avro_value(topic_factory, producer, con
     topic = topic_factory("avro")
     value = {"order_id": "o-1", "amount_minor": 1999}
 
-    producer.produce(topic, key=b"o-1", value=codec.encode(f"{topic}-value", ORDER_NOTE, value))
+    producer.produce(topic, key=b"o-1", value=codec.encode_value(f"{topic}-value", ORDER_NOTE, value))
     assert producer.flush(10) == 0
     [msg] = consume(topic, 1)
 
@@ -55,7 +54,7 @@ async def test_debezium_captures_an_outbox_insert_into_its_topic(stack, topic_fa
     from shopflow.db import migrate
 
     topic = topic_factory("outbox", partitions=3)
-    payload = codec.encode(f"{topic}-value", ORDER_NOTE, {"order_id": "o-42", "amount_minor": 500})
+    payload = codec.encode_value(f"{topic}-value", ORDER_NOTE, {"order_id": "o-42", "amount_minor": 500})
     event_id = uuid.uuid4()
 
     conn = await asyncpg.connect(stack.postgres_dsn)
@@ -78,41 +77,17 @@ async def test_debezium_captures_an_outbox_insert_into_its_topic(stack, topic_fa
     assert str(event_id).encode() in headers["event_id"]
 
 
-def test_search_indexes_and_finds_a_document(stack):
-    from opensearchpy import OpenSearch
+async def test_postgres_runs_as_the_stack_configured_it(stack):
+    """What the launcher sets up (deploy/system_servers.py): logical WAL for Debezium, the pinned major
+    version, the project's role with REPLICATION, and the registry's own database."""
+    from shopflow.deploy.fetch import VERSIONS
+    from shopflow.deploy.servers import REGISTRY_DB
 
-    client = OpenSearch(stack.search_url)
-    index = f"test-products-{uuid.uuid4().hex[:8]}"
-    try:
-        client.indices.create(index=index, body={"settings": {"number_of_shards": 1, "number_of_replicas": 0}})
-        client.index(index=index, id="sku-1", body={"name": "Wireless headphones", "brand": "Acme"}, refresh=True)
-        client.index(index=index, id="sku-2", body={"name": "Desk lamp", "brand": "Lumo"}, refresh=True)
-
-        hits = client.search(index=index, body={"query": {"match": {"name": "headphones"}}})["hits"]["hits"]
-    finally:
-        client.indices.delete(index=index, ignore_unavailable=True)
-
-    assert [h["_id"] for h in hits] == ["sku-1"]
-
-
-def test_redis_keeps_a_value_until_its_ttl(stack):
-    import redis
-
-    r = redis.Redis.from_url(stack.redis_url)
-    key = f"test:{uuid.uuid4().hex}"
-    r.set(key, "v", px=300)
-
-    assert r.get(key) == b"v"
-    assert 0 < r.pttl(key) <= 300
-    time.sleep(0.4)
-    assert r.get(key) is None
-
-
-async def test_postgres_answers_parameterised_queries_with_logical_wal(stack):
     conn = await asyncpg.connect(stack.postgres_dsn)
     try:
-        assert await conn.fetchval("SELECT $1::int + $2::int", 40, 2) == 42
         assert await conn.fetchval("SHOW wal_level") == "logical"
-        assert conn.get_server_version().major == 15
+        assert str(conn.get_server_version().major) == VERSIONS["debian"]["postgresql"]
+        assert await conn.fetchval("SELECT rolreplication FROM pg_roles WHERE rolname = current_user") is True
+        assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", REGISTRY_DB) == 1
     finally:
         await conn.close()

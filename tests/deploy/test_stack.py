@@ -13,9 +13,10 @@ import psutil
 import pytest
 
 from shopflow.deploy import StackError
-from shopflow.deploy.fetch import Bundle, fetch
-from shopflow.deploy.servers import Redis
+from shopflow.deploy.fetch import BUNDLES, Bundle, fetch
+from shopflow.deploy.servers import Connect
 from shopflow.deploy.stack import Stack
+from shopflow.deploy.system_servers import Redis
 from shopflow.settings import Settings
 
 SHOPFLOW = [sys.executable, "-m", "shopflow.cli"]
@@ -118,3 +119,29 @@ def test_a_failed_download_says_so_and_leaves_no_partial_folder(tmp_path):
 
     assert list(tmp_path.iterdir()) == []
     assert os.environ["PATH"] == env_path
+
+
+def test_fetch_says_nothing_when_every_server_is_there(redis_only):
+    st = redis_only()
+    said: list[str] = []
+    st.progress = said.append
+
+    st.fetch()
+
+    assert said == []  # `make demo` and `make test` fetch on every run
+
+
+def test_a_bundle_counts_as_fetched_once_its_copy_completed(tmp_path):
+    settings = Settings(home=tmp_path, postgres_password="unused")
+    connect = Connect("connect", settings)
+
+    def copied(bundle: str) -> None:
+        folder = BUNDLES[bundle].path(settings.cache_dir)
+        folder.mkdir(parents=True)
+        (folder / ".complete").write_text("done\n")
+
+    assert not connect.fetched()
+    copied("connect")
+    assert not connect.fetched()  # Debezium's plugin still missing
+    copied("debezium")
+    assert connect.fetched()

@@ -1,0 +1,123 @@
+"""The stores around the streams: ``shopflow connectors`` (CDC), ``search``, ``users`` and ``db`` (PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from shopflow.cli.common import fail, print_table
+from shopflow.settings import get_settings
+
+connectors_app = typer.Typer(help="Kafka Connect connectors declared in connectors/*.json.", no_args_is_help=True)
+search_app = typer.Typer(help="The product search index (OpenSearch).", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts on the edge.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL database: migrations.", no_args_is_help=True)
+
+
+def _connect_client():
+    from shopflow.connectors.apply import ConnectClient
+
+    return ConnectClient(get_settings().connect_url)
+
+
+@connectors_app.command("apply")
+def connectors_apply(
+    files: list[Path] = typer.Argument(None, help="Connector JSON files (default: every connectors/*.json)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for RUNNING."),
+) -> None:
+    """Create or update each connector (idempotent PUT) and wait until it and its tasks run."""
+    from shopflow.connectors.apply import ConnectorError, declared, load
+
+    client = _connect_client()
+    try:
+        connectors = [load(f) for f in files] if files else declared()
+        for connector in connectors:
+            typer.echo(f"{connector.name}: {client.apply(connector, timeout)}, RUNNING")
+    except ConnectorError as exc:
+        fail(exc)
+
+
+@connectors_app.command("status")
+def connectors_status() -> None:
+    """The state of every connector on the worker and of its tasks."""
+    from shopflow.connectors.apply import ConnectorError
+
+    client = _connect_client()
+    rows = []
+    try:
+        for name in client.names():
+            st = client.status(name) or {}
+            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", []))
+            rows.append((name, st.get("connector", {}).get("state", "?"), tasks or "no tasks"))
+    except ConnectorError as exc:
+        fail(exc)
+    print_table(["connector", "state", "tasks"], rows)
+
+
+@connectors_app.command("delete")
+def connectors_delete(name: str) -> None:
+    """Delete a connector from the worker (its declaration stays in connectors/)."""
+    from shopflow.connectors.apply import ConnectorError
+
+    try:
+        if not _connect_client().delete(name):
+            fail(ConnectorError(f"no connector named {name}; `shopflow connectors status` lists them"))
+    except ConnectorError as exc:
+        fail(exc)
+    typer.echo(f"{name}: deleted")
+
+
+@search_app.command("ensure-index")
+def search_ensure_index() -> None:
+    """Create the product index from catalog/search_index.json unless it exists."""
+    from shopflow.catalog.search_index import ProductSearch
+
+    created = ProductSearch.connect(get_settings()).ensure_index()
+    typer.echo("index created" if created else "index already there")
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: str,
+    display_name: str = typer.Option(None, help="Shown name."),
+    promote: bool = typer.Option(False, help="Make an existing account an admin instead of failing."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Create an admin account (the first admin cannot sign up through the edge)."""
+    import sys
+
+    from shopflow.api.users import EmailTaken, create_admin
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_admin(get_settings(), email, password, display_name, promote)
+    except EmailTaken:
+        fail(RuntimeError(f"{email} already has an account; add --promote to make it an admin"))
+    except ValueError as exc:
+        fail(exc)
+    typer.echo(f"admin {user.email} ({user.id})")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the PostgreSQL migrations not yet applied."""
+    import asyncio
+
+    import asyncpg
+
+    from shopflow.db import migrate
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(get_settings().postgres_dsn)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(RuntimeError(f"migrations failed: {exc}; is PostgreSQL up (`shopflow stack status`)?"))
+    typer.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
