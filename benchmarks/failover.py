@@ -15,22 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from itertools import pairwise
 
 from confluent_kafka.admin import AdminClient
-from tqdm import tqdm
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from benchmarks.progress import tqdm
 from benchmarks.results import write_section
+from shopflow.launch import AlreadyRunning, ShopflowProcess, worker_health
 from shopflow.settings import get_settings
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader
+from shopflow.topologies.apply import apply_topics
 
 TERMINAL = {"OrderConfirmed", "OrderCancelled"}
 GROUP = "shopflow"
@@ -43,12 +45,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def start_worker(port: int, gen: int) -> subprocess.Popen:
-    """Logs at info: Faust's rebalance and recovery lines, with their times, are the failover's evidence."""
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_PAYMENT_TIMEOUT_S", "_RESERVATION_TIMEOUT_S"))}
-    return subprocess.Popen([sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(port), "--loglevel", "info"],
-                            stdout=open(settings.log_dir / f"bench-failover-{port}-{gen}.log", "w"),
-                            stderr=subprocess.STDOUT, env=env)
+def start_worker(port: int, gen: int) -> ShopflowProcess:
+    """Started, not waited for (``wait_ready``). Logs at info: Faust's rebalance and recovery lines, with
+    their times, are the failover's evidence; one log per worker and generation, fresh each run."""
+    log = settings.log_dir / f"bench-failover-{port}-{gen}.log"
+    log.unlink(missing_ok=True)
+    proc = ShopflowProcess(f"worker :{port}", ["worker", "--web-port", str(port), "--loglevel", "info"], log,
+                           health=worker_health(settings, port), timeout_s=180)
+    try:
+        proc.spawn()
+    except AlreadyRunning:
+        proc.close()
+        raise RuntimeError(f"something already answers on :{port}; stop it first") from None
+    return proc
 
 
 def health(port: int) -> int | None:
@@ -66,17 +75,17 @@ def group() -> tuple[str, int]:
     return str(desc.state).rsplit(".", 1)[-1], len(desc.members)
 
 
-def wait_ready(workers: dict[int, subprocess.Popen], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for port, proc in workers.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker :{port} exited ({proc.returncode}); see .shopflow/logs/bench-failover-{port}-*.log")
-        if group() == ("STABLE", 2) and all(health(p) == 200 for p in workers):
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"group {GROUP} not STABLE with 2 members and /health/ 200 in {timeout_s:.0f} s "
-                       f"(now {group()}); see .shopflow/logs/bench-failover-*.log")
+def wait_ready(workers: dict[int, ShopflowProcess], timeout_s: float = 60) -> None:
+    """Each worker ready (shopflow.launch: joined, tables restored; a LaunchError with its log's tail if it
+    exits or is not within 180 s), and then the group settled: STABLE with our two members, nobody else's."""
+    for proc in workers.values():
+        proc.wait_ready()
+    try:
+        Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5),
+                 retry=retry_if_result(lambda state: state != ("STABLE", 2)))(group)
+    except RetryError:
+        raise RuntimeError(f"group {GROUP} not STABLE with 2 members {timeout_s:.0f} s after both workers were "
+                           f"ready (now {group()}); see .shopflow/logs/bench-failover-*.log") from None
 
 
 class Monitor(threading.Thread):
@@ -84,23 +93,26 @@ class Monitor(threading.Thread):
 
     def __init__(self, ports: list[int]):
         super().__init__(daemon=True)
-        self.ports, self.events, self.members, self.stop = ports, [], [], threading.Event()
+        self.ports, self.stop = ports, threading.Event()
+        self.events: list[tuple[int, str, str]] = []  # (ms, what, its new state)
+        self.members: list[tuple[int, int]] = []  # (ms, members of the group)
 
     def foreign(self, start: int, end: int, kill: int | None) -> int:
         """The most members seen beyond ours (2, or 3 after a kill: the dead one until its session ends)."""
         return max([m - (3 if kill and t >= kill else 2) for t, m in self.members if start <= t <= end] + [0])
 
     def run(self) -> None:
-        last, tick = {}, 0
+        last: dict[str, str] = {}
+        tick = 0
         while not self.stop.wait(0.5):
             try:
                 state, members = group()
-                seen = {"group": f"{state}/{members}"}
+                seen: dict[str, str] = {"group": f"{state}/{members}"}
                 self.members.append((now_ms(), members))
             except Exception as exc:  # noqa: BLE001 - a missed sample is not a failure
                 seen = {"group": f"? {type(exc).__name__}"}
             tick += 1
-            seen |= {f"health :{p}": health(p) or "down" for p in self.ports} if tick % 2 else {}
+            seen |= {f"health :{p}": str(health(p) or "down") for p in self.ports} if tick % 2 else {}
             for k, v in seen.items():
                 if last.get(k) != v:
                     self.events.append((now_ms(), k, v))
@@ -150,7 +162,7 @@ def analyse(p: dict, rate: float, seconds: float) -> dict:
     times = sorted(ts for ts, _, _ in done.values())
     w0, w1 = mid - 5000, mid + min(30.0, seconds / 2) * 1000
     edges = [w0, *[t for t in times if w0 <= t <= w1], w1]
-    gap_ms, gap_end = max((b - a, b) for a, b in zip(edges, edges[1:]))
+    gap_ms, gap_end = max((b - a, b) for a, b in pairwise(edges))
     # 1 s buckets from the kill (the middle) to the end of the placing: back when a bucket and the mean of
     # every bucket after it reach 80% of the offered rate (completions come in waves while a backlog drains)
     buckets = [sum(1 for t in times if mid + i * 1000 <= t < mid + (i + 1) * 1000) for i in range(int(seconds / 2))]
@@ -188,6 +200,7 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     skus = [f"{run}-FAIL-{i:02d}" for i in range(20)]
     try:
+        apply_topics(admin)  # stock is seeded before any worker (which would apply the catalog) starts
         client = SagaClient(settings)
         for sku in skus:
             client.adjust_stock(sku, int(2 * args.rate * args.seconds / len(skus)) + 100)
@@ -195,11 +208,17 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001
         sys.exit(f"cannot seed stock ({exc}); is the stack up? run `shopflow stack up`")
 
+    # The workers run the saga's default step timeouts whatever this shell sets: shopflow.launch passes the
+    # environment on, so the suite's short ones are taken out of it.
+    for name in [k for k in os.environ if k.endswith(("_PAYMENT_TIMEOUT_S", "_RESERVATION_TIMEOUT_S"))]:
+        del os.environ[name]
     ports = [settings.worker_port + 30 + i for i in range(2)]
-    workers = {p: start_worker(p, 0) for p in ports}
+    workers: dict[int, ShopflowProcess] = {}
     monitor = Monitor(ports)
     try:
         print(f"starting 2 workers on ports {ports} (logs: .shopflow/logs/bench-failover-*.log)")
+        for port in ports:
+            workers[port] = start_worker(port, 0)
         wait_ready(workers)
         monitor.start()
         reader = TopicReader(settings, client.codec, SAGA_TOPICS, from_end=True)
@@ -209,10 +228,11 @@ def main() -> None:
 
         def kill() -> int:
             at = now_ms()
-            workers[victim].send_signal(signal.SIGKILL)
-            workers[victim].wait()
+            workers[victim].kill()  # SIGKILL, and waits for the process to be gone
+            workers[victim].close()  # its log
             workers[victim] = start_worker(victim, 1)
-            tqdm.write(f"kill -9 :{victim} at {time.strftime('%T', time.localtime(at / 1000))}.{at % 1000:03d}, restarted")
+            clock = f"{time.strftime('%T', time.localtime(at / 1000))}.{at % 1000:03d}"
+            tqdm.write(f"kill -9 :{victim} at {clock}, restarted")
             return at
 
         b = run_phase("B kill -9", client, reader, f"{run}-B", skus, args.rate, args.seconds, kill)
@@ -220,12 +240,7 @@ def main() -> None:
     finally:
         monitor.stop.set()
         for proc in workers.values():
-            proc.terminate()
-        for proc in workers.values():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.close()  # SIGTERM, SIGKILL if still there after its timeout
         client.close()
 
     (settings.home / "bench-failover.json").write_text(json.dumps({"A": a, "B": b, "monitor": monitor.events}))
@@ -248,7 +263,8 @@ def report(rate: float, seconds: float, a: dict, b: dict, events: list, foreign:
         "orders placed / terminal": both(lambda r: f"{r['placed']:,} / {r['done']:,}"),
         "confirmed / cancelled / cancelled with reason TIMEOUT":
             both(lambda r: f"{r['confirmed']:,} / {r['cancelled']:,} / {r['timeouts']}", "0 TIMEOUT"),
-        "p50 / p99 placed -> terminal, whole phase": both(lambda r: f"{pct(r['lat'], 50):,.0f} / {pct(r['lat'], 99):,.0f} ms"),
+        "p50 / p99 placed -> terminal, whole phase":
+            both(lambda r: f"{pct(r['lat'], 50):,.0f} / {pct(r['lat'], 99):,.0f} ms"),
         "p99 placed -> terminal, orders placed in the window": both(lambda r: f"{pct(r['win_lat'], 99):,.0f} ms"),
         "longest gap with no completion in the window (its end, from the kill/middle)":
             both(lambda r: f"{r['gap']:.1f} s (at {r['gap_end']:+.1f} s)"),
@@ -260,8 +276,9 @@ def report(rate: float, seconds: float, a: dict, b: dict, events: list, foreign:
     table = f"| measure | A: no kill | B: kill -9 at t+{rb['mid_s']:.0f} s | target |\n| --- | ---: | ---: | ---: |\n"
     table += "".join(f"| {name} | {' | '.join(row)} |\n" for name, row in cells.items())
     if any(foreign):
-        table += (f"\n**Not a clean run**: up to {foreign[0]} (A) / {foreign[1]} (B) worker(s) not started by this benchmark "
-                  f"were in group `{GROUP}` (another worker on this broker); their joins and leaves are rebalances too.\n")
+        table += (f"\n**Not a clean run**: up to {foreign[0]} (A) / {foreign[1]} (B) worker(s) not started by this "
+                  f"benchmark were in group `{GROUP}` (another worker on this broker); their joins and leaves are "
+                  "rebalances too.\n")
     timeline = "\n".join(f"{(t - b['mid']) / 1000:+7.1f} s  {k:<13} {v}" for t, k, v in events if b["start"] <= t)
     return (
         f"2 workers, standby replicas 1, session timeout {settings.worker_session_timeout_s:g} s, heartbeat "

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.saga [--orders 5000] [--rate 1000] [--seconds 10] [--workers 1] [--profile]
 
-Needs the stack up (`shopflow stack up`). Starts its own workers (`shopflow worker`), seeds stock
-so orders go through, then:
+Needs the stack up (`shopflow stack up`). Applies the topic catalog, starts its own workers
+(`shopflow worker`, ready when their /health/ lists partitions they hold), seeds stock so orders go
+through, then:
   1. flat out: places --orders orders as fast as the producer takes them; sustained orders/s from
      the first PlaceOrder to the last terminal record (broker timestamps);
   2. fixed rate, once the workers have caught up with everything the flat-out phase left (no saga
@@ -21,58 +22,53 @@ import argparse
 import os
 import pstats
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from tqdm import tqdm
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from benchmarks.progress import tqdm
 from benchmarks.results import write_section
+from shopflow.launch import ShopflowProcess, worker_health
 from shopflow.settings import get_settings
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, producer_config
+from shopflow.topologies.apply import apply_topics
 
 TERMINAL = {"OrderConfirmed", "OrderCancelled"}
-RECORDS_PER_ORDER = 8  # PlaceOrder, OrderPlaced, ReserveStock, StockReserved, PaymentRequested, PaymentSucceeded, OrderConfirmed, CommitStock (6 of them consumed by the workers)
+# PlaceOrder, OrderPlaced, ReserveStock, StockReserved, PaymentRequested, PaymentSucceeded, OrderConfirmed,
+# CommitStock (6 of them consumed by the workers).
+RECORDS_PER_ORDER = 8
 
 
-def start_workers(n: int, profile: Path | None) -> list[subprocess.Popen]:
+def start_workers(n: int, profile: Path | None) -> list[ShopflowProcess]:
+    """n workers, each ready (joined, tables restored: see shopflow.launch) before this returns."""
     settings = get_settings()
     procs = []
     for i in range(n):
-        log = settings.log_dir / f"bench-worker-{i}.log"
-        cmd = [sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(settings.worker_port + 10 + i),
-               "--loglevel", "warn"]
-        if profile is not None and i == 0:
-            cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd[1:]]
-        procs.append(subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                      env={**os.environ, "SHOPFLOW_RESERVATION_TIMEOUT_S": "120",
-                                           "SHOPFLOW_PAYMENT_TIMEOUT_S": "120"}))
-    # The workers log at warning level: ready means their consumer group holds every partition.
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        groups = admin.describe_consumer_groups(["shopflow"])
-        desc = groups["shopflow"].result()
-        if str(desc.state).endswith("STABLE") and len(desc.members) >= n:
-            time.sleep(3)  # table recovery after assignment
-            return procs
-        time.sleep(1)
-    raise RuntimeError("workers did not join the group in 120 s; see .shopflow/logs/bench-worker-*.log")
+        port = settings.worker_port + 10 + i
+        proc = ShopflowProcess(
+            f"benchmark worker :{port}", ["worker", "--web-port", str(port), "--loglevel", "warn"],
+            settings.log_dir / f"bench-worker-{i}.log", health=worker_health(settings, port),
+            env={"SHOPFLOW_RESERVATION_TIMEOUT_S": "120", "SHOPFLOW_PAYMENT_TIMEOUT_S": "120"},
+            python_args=["-m", "cProfile", "-o", str(profile)] if profile is not None and i == 0 else ())
+        proc.spawn()
+        procs.append(proc)
+    for proc in procs:
+        proc.wait_ready()
+    return procs
 
 
-def stop_workers(workers: list[subprocess.Popen]) -> None:
+def stop_workers(workers: list[ShopflowProcess]) -> None:
     for w in workers:
-        w.terminate()
-    for w in workers:
-        w.wait(60)
+        w.close()
 
 
 def follow(reader: TopicReader, run: str, count: int, label: str, timeout_s: float = 600) -> tuple[dict, dict]:
-    placed, done = {}, {}
+    placed: dict[str, int] = {}
+    done: dict[str, int] = {}
     deadline = time.monotonic() + timeout_s
     with tqdm(total=count, desc=label) as bar:
         while len(done) < count and time.monotonic() < deadline:
@@ -94,7 +90,7 @@ def place(client: SagaClient, run: str, count: int, skus: list[str], rate: float
     for n in tqdm(range(count), desc=label):
         if interval:
             wait = t0 + n * interval - time.perf_counter()
-            if wait > 0:
+            if wait > 0:  # pacing: the fixed rate is what this phase measures
                 time.sleep(wait)
         client.place(f"{run}-{n:06d}", [(skus[n % len(skus)], 1, 1999)], "tok_approve")
     client.flush(120)
@@ -120,7 +116,7 @@ def passthrough(records: int) -> float:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-{src}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([src])
-    moved, t0 = 0, None
+    moved, t0 = 0, 0.0
     with tqdm(total=records, desc="passthrough") as bar:
         while moved < records:
             for msg in consumer.consume(1000, 1.0):
@@ -156,21 +152,26 @@ def wait_quiet(quiet_s: float = 2.0, timeout_s: float = 300) -> None:
         def ends() -> int:
             return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
 
-        deadline = time.monotonic() + timeout_s
         last, since = ends(), time.monotonic()
-        while time.monotonic() - since < quiet_s:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the saga topics were still growing after {timeout_s:.0f} s; "
-                                   "see .shopflow/logs/bench-worker-*.log")
-            time.sleep(0.25)
+
+        def quiet() -> bool:
+            nonlocal last, since
             now = ends()
             if now != last:
                 last, since = now, time.monotonic()
+            return time.monotonic() - since >= quiet_s
+
+        try:
+            Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.25),
+                     retry=retry_if_result(lambda settled: not settled))(quiet)
+        except RetryError:
+            raise RuntimeError(f"the saga topics were still growing after {timeout_s:.0f} s; "
+                               "see .shopflow/logs/bench-worker-*.log") from None
     finally:
         consumer.close()
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     settings = get_settings()
+    # Stock is seeded and orders read before any worker (which applies the catalog too) has started.
+    apply_topics(AdminClient({"bootstrap.servers": settings.bootstrap_servers}))
     client = SagaClient(settings)
     run = uuid.uuid4().hex[:6]
     skus = [f"{run}-BENCH-{i:02d}" for i in range(60)]
@@ -246,8 +249,8 @@ def main() -> None:
         f"--seconds {args.seconds:.0f} --workers {args.workers}{' --profile' if args.profile else ''}`\n"
     )
     if top:
-        body += f"\nWhere the time goes (cProfile of one worker in a separate flat-out pass of {profiled_n:,} orders, " \
-                f"top functions by own time):\n\n```\n{top}\n```\n"
+        body += (f"\nWhere the time goes (cProfile of one worker in a separate flat-out pass of {profiled_n:,} "
+                 f"orders, top functions by own time):\n\n```\n{top}\n```\n")
     write_section("saga", body)
     print(body)
 

@@ -13,23 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 
 import asyncpg
-import httpx
 import typer
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from shopflow import edge_demo
+from shopflow.catalog import Catalog, ProductInput
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
 from shopflow.db import migrate
-from shopflow.schemas import load_schema
+from shopflow.launch import AlreadyRunning, HealthCheck, ShopflowProcess, edge_health, worker_health
 from shopflow.schemas.check import register_all
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.registry import SchemaRegistry
@@ -51,13 +49,16 @@ def _read_at(settings: Settings, topic: str, partition: int, offset: int, timeou
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"demo-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, partition, offset)])
+
+    def next_message() -> Message | None:
+        msg = consumer.poll(0.5)  # waits for a record itself: no pause between tries
+        return msg if msg is not None and not msg.error() else None
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                return msg
-        raise RuntimeError(f"nothing arrived on {topic}[{partition}]@{offset} in {timeout_s}s; see .shopflow/logs/")
+        return Retrying(stop=stop_after_delay(timeout_s), retry=retry_if_result(lambda msg: msg is None))(next_message)
+    except RetryError:
+        raise RuntimeError(f"nothing arrived on {topic}[{partition}]@{offset} in {timeout_s}s; "
+                           "see .shopflow/logs/") from None
     finally:
         consumer.close()
 
@@ -70,42 +71,18 @@ def _end_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, i
         consumer.close()
 
 
-def _worker_running(settings: Settings) -> bool:
+def _start(settings: Settings, name: str, args: list[str], health: HealthCheck | None = None) -> list[ShopflowProcess]:
+    """``shopflow <args>`` for the demo's lifetime, once its health route says it is ready (at once, without
+    one); nothing when something already serves on that route's port (a worker or edge of the user's)."""
+    proc = ShopflowProcess(name, args, settings.log_dir / f"{name}-demo.log", health=health)
     try:
-        return httpx.get(f"http://{settings.host}:{settings.worker_port}/", timeout=1).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
-def _start(settings: Settings, name: str, args: list[str], ready: Callable[[str], bool]) -> subprocess.Popen:
-    """``shopflow <args>`` as a process for the demo's lifetime, once ``ready(log text)`` holds."""
-    log_path = settings.log_dir / f"{name}-demo.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "shopflow.cli", *args], stdout=open(log_path, "w"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while not ready(log_path.read_text(errors="replace")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the {name} did not start; see {log_path}")
-        time.sleep(0.5)
-    typer.echo(f"  {name} started (pid {proc.pid}, log {log_path})")
-    return proc
-
-
-def _start_worker(settings: Settings) -> subprocess.Popen | None:
-    """A worker for the demo's lifetime, unless one already serves on the worker port."""
-    if _worker_running(settings):
-        typer.echo("  a worker is already running; using it")
-        return None
-    return _start(settings, "worker", ["worker"], lambda log: "Worker]: Ready" in log)
-
-
-def _edge_up(settings: Settings) -> bool:
-    try:
-        return httpx.get(f"http://{settings.host}:{settings.api_port}/v1/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+        proc.start()
+    except AlreadyRunning:
+        proc.close()
+        typer.echo(f"  a {name} is already running; using it")
+        return []
+    typer.echo(f"  {name} started (pid {proc.pid}, log {proc.log_path})")
+    return [proc]
 
 
 def run(settings: Settings, orders: int = 36) -> None:
@@ -118,20 +95,19 @@ def run(settings: Settings, orders: int = 36) -> None:
     typer.echo(f"  {len(register_all(codec.registry))} subjects registered (BACKWARD)")
 
     step("a Faust worker running the saga's agents")
-    started = [p for p in [_start_worker(settings)] if p is not None]
+    started = _start(settings, "worker", ["worker"], worker_health(settings))
     try:
         _saga(settings, codec, orders, step)
         _cdc(settings, codec, step)
         step("a client app through the REST edge: register, cart, checkout, follow the order")
-        started.append(_start(settings, "projection", ["projection"], lambda log: True))
-        if not _edge_up(settings):
-            started.append(_start(settings, "edge", ["api"], lambda log: _edge_up(settings)))
-        if not edge_demo.run(settings, f"http://{settings.host}:{settings.api_port}", say=lambda line: typer.echo("  " + line)):
+        started += _start(settings, "projection", ["projection"])
+        started += _start(settings, "edge", ["api"], edge_health(settings))
+        edge_url = f"http://{settings.host}:{settings.api_port}"
+        if not edge_demo.run(settings, edge_url, say=lambda line: typer.echo("  " + line)):
             raise RuntimeError("the walk through the edge did not finish; see the lines above")
     finally:
         for proc in reversed(started):
-            proc.terminate()
-            proc.wait(30)
+            proc.close()
     typer.secho("\nDone. `shopflow audit` checks the invariants again at any time; `make down` stops the stack.",
                 fg=typer.colors.GREEN)
 
@@ -140,7 +116,7 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
     run_id = uuid.uuid4().hex[:6]
     rng = random.Random(run_id)
     stock = {f"{run_id}-HEADPHONES": 25, f"{run_id}-LAMP": 10, f"{run_id}-KETTLE": 3, f"{run_id}-SOLD-OUT": 0}
-    prices = {sku: price for sku, price in zip(stock, (4999, 2499, 3599, 1999))}
+    prices = dict(zip(stock, (4999, 2499, 3599, 1999), strict=True))
     client = SagaClient(settings, codec)
     reader = TopicReader(settings, codec, SAGA_TOPICS, from_end=True)
 
@@ -169,7 +145,7 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
     deadline = time.monotonic() + 120
     with typer.progressbar(length=count, label="  following orders to their end") as bar:
         while len(done_ts) < count and time.monotonic() < deadline:
-            for topic, record, value, ts in reader.poll(0.3):
+            for _, record, value, ts in reader.poll(0.3):
                 order_id = value.get("order_id", "")
                 if not order_id.startswith(run_id):
                     continue
@@ -180,11 +156,19 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
                 if record in TERMINAL and order_id not in done_ts:
                     done_ts[order_id] = ts
                     bar.update(1)
-    time.sleep(2)  # compensations (releases, refunds) answered after the terminal record
-    for topic, record, value, _ in reader.poll(1.0):
-        if value.get("order_id", "").startswith(run_id):
-            events.append((record, value))
-            paths[value["order_id"]].append(record)
+
+    def settled() -> bool:
+        """The commits, releases and refunds that follow the terminal records read too: every reservation of
+        an ended order consumed or released, every capture kept or refunded (the auditor, on the records)."""
+        for _, record, value, _ in reader.poll(0.3):
+            if value.get("order_id", "").startswith(run_id):
+                events.append((record, value))
+                paths[value["order_id"]].append(record)
+        return not audit(events).violations
+
+    # Not settled within the time: the auditor's report below says what is missing.
+    Retrying(stop=stop_after_delay(30), retry=retry_if_result(lambda done: not done),
+             retry_error_callback=lambda _: False)(settled)
     reader.close()
     client.close()
 
@@ -199,9 +183,9 @@ def _saga(settings: Settings, codec: AvroCodec, count: int, step) -> None:
 
     step("the auditor's report")
     keep = lambda key: key.startswith(run_id)  # noqa: E731
-    report = audit(events, read_changelog(settings, INVENTORY_TABLE, keep), read_changelog(settings, PAYMENTS_TABLE, keep),
-                   now_ms=_now_ms(), stuck_after_ms=120_000, orders=read_changelog(settings, ORDERS_TABLE, keep),
-                   settle_ms=5_000)
+    report = audit(events, read_changelog(settings, INVENTORY_TABLE, keep),
+                   read_changelog(settings, PAYMENTS_TABLE, keep), now_ms=_now_ms(), stuck_after_ms=120_000,
+                   orders=read_changelog(settings, ORDERS_TABLE, keep), settle_ms=5_000)
     typer.echo("  " + report.render().replace("\n", "\n  "))
     final = read_changelog(settings, INVENTORY_TABLE, keep)
     for sku in stock:
@@ -225,15 +209,10 @@ def _compress(records: list[str]) -> str:
 
 def _cdc(settings: Settings, codec: AvroCodec, step) -> None:
     step(f"Debezium: a catalog change through the PostgreSQL outbox into '{CATALOG_PRODUCTS.name}'")
-    record = "shopflow.catalog.ProductUpserted"
     sku = f"SKU-DEMO-{uuid.uuid4().hex[:6].upper()}"
-    product = {
-        "event_id": str(uuid.uuid4()), "sku": sku, "version": 1, "name": "Demo headphones",
-        "description": "Closed-back, wireless.", "brand": "Acme", "category": "audio/headphones",
-        "price": {"amount_minor": 2499, "currency": "EUR"}, "attributes": {"colour": "black"}, "active": True,
-        "occurred_at": _now_ms(),
-    }
-    payload = codec.encode(CATALOG_PRODUCTS.subject(record), load_schema(record), product)
+    product = ProductInput(sku=sku, name="Demo headphones", description="Closed-back, wireless.", brand="Acme",
+                           category="audio/headphones", price_minor=2499, currency="EUR",
+                           attributes={"colour": "black"})
     before = _end_offsets(settings, CATALOG_PRODUCTS.name, CATALOG_PRODUCTS.partitions)
 
     async def migrate_db() -> None:
@@ -243,32 +222,33 @@ def _cdc(settings: Settings, codec: AvroCodec, step) -> None:
         finally:
             await conn.close()
 
-    async def write() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
+    async def write() -> int:
+        # Through the catalog, as the edge writes: the row in `products` and its event in one transaction.
+        catalog = await Catalog.open(settings, codec, cache=False, pool_size=1)
         try:
-            await conn.execute(
-                "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)",
-                uuid.UUID(product["event_id"]), CATALOG_PRODUCTS.name, sku, "ProductUpserted", payload,
-            )
+            await catalog.ensure_category_path(product.category or "")
+            return (await catalog.create_product(product)).version
         finally:
-            await conn.close()
+            await catalog.close()
 
     asyncio.run(migrate_db())  # the connector's publication is filtered to the outbox table: it must exist
     connector = load(CONNECTORS_DIR / "catalog-outbox.json")
     typer.echo(f"  connector {connector.name}: {ConnectClient(settings.connect_url).apply(connector)}, RUNNING")
-    asyncio.run(write())
-    typer.echo(f"  inserted outbox row for {sku}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    version = asyncio.run(write())
+    typer.echo(f"  created product {sku} v{version} (its row and its outbox event in one transaction)")
+
+    def grown() -> list[int]:
         after = _end_offsets(settings, CATALOG_PRODUCTS.name, CATALOG_PRODUCTS.partitions)
-        grown = [p for p in after if after[p] > before[p]]
-        if grown:
-            break
-        time.sleep(0.3)
-    else:
-        raise RuntimeError("Debezium captured nothing in 60s; `shopflow connectors status` and .shopflow/logs/connect.log")
-    captured = _read_at(settings, CATALOG_PRODUCTS.name, grown[0], before[grown[0]])
+        return [p for p in after if after[p] > before[p]]
+
+    try:
+        partitions = Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.3),
+                              retry=retry_if_result(lambda found: not found))(grown)
+    except RetryError:
+        raise RuntimeError("Debezium captured nothing in 60s; `shopflow connectors status` and "
+                           ".shopflow/logs/connect.log") from None
+    captured = _read_at(settings, CATALOG_PRODUCTS.name, partitions[0], before[partitions[0]])
     row = codec.decode(captured.value())
-    typer.echo(f"  captured {CATALOG_PRODUCTS.name}[{captured.partition()}]@{captured.offset()} key={captured.key().decode()} "
-               f"headers={ {k: v.decode() for k, v in captured.headers() or []} }")
+    typer.echo(f"  captured {CATALOG_PRODUCTS.name}[{captured.partition()}]@{captured.offset()} "
+               f"key={captured.key().decode()} headers={ {k: v.decode() for k, v in captured.headers() or []} }")
     typer.echo("  " + json.dumps({k: row[k] for k in ("sku", "name", "price", "version")}))

@@ -4,29 +4,33 @@ Two speeds, as in Quix Streams' tests: unit and replay tests need nothing runnin
 ``integration`` use the ``stack`` fixture, which brings the real servers up once per session
 (or reuses a running stack) and stops at the end only what it started. A server that does not
 come up fails the session with its log tail: nothing is skipped.
+
+Waiting for something to happen is ``eventually(check)`` (and ``eventually_async``) from
+``tests/polling.py``, built on tenacity: a test polls a condition with a timeout, never sleeps for a
+guessed time. This folder is on ``sys.path``: tests import such helper modules by name.
+Workers are started by ``shopflow.launch``, ready when their ``/health/`` lists partitions they hold.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from polling import eventually
 
+from shopflow.launch import ShopflowProcess, worker_health
 from shopflow.settings import Settings, get_settings
 
+# --- the real servers -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def stack() -> Settings:
-    from shopflow.deploy.stack import Stack
-
     from confluent_kafka.admin import AdminClient
 
+    from shopflow.deploy.stack import Stack
     from shopflow.topologies.apply import apply_topics
 
     st = Stack(get_settings(), progress=lambda line: print(line, flush=True))
@@ -117,19 +121,20 @@ def consume(stack):
     consumers = []
 
     def read(topic: str, n: int, timeout_s: float = 30.0):
-        import time
-
         c = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"test-{uuid.uuid4().hex}",
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumers.append(c)
         c.subscribe([topic])
-        out, deadline = [], time.monotonic() + timeout_s
-        while len(out) < n and time.monotonic() < deadline:
-            msg = c.poll(0.5)
+        out = []
+
+        def read_all() -> list:
+            msg = c.poll(0.5)  # waits for the next message itself: no pause between tries
             if msg is not None and not msg.error():
                 out.append(msg)
-        assert len(out) == n, f"read {len(out)} of {n} messages from {topic} in {timeout_s}s"
-        return out
+            assert len(out) == n, f"read {len(out)} of {n} messages from {topic} in {timeout_s}s"
+            return out
+
+        return eventually(read_all, timeout_s=timeout_s, interval_s=0)
 
     yield read
     for c in consumers:
@@ -157,13 +162,11 @@ def _free_port() -> int:
 class Workers:
     """``shopflow worker`` processes sharing the partitions: started, killed and restarted by port."""
 
-    READY = "Worker]: Ready"
+    def __init__(self, settings: Settings, logs: Path):
+        self.settings, self.logs = settings, logs
+        self.procs: dict[int, ShopflowProcess] = {}
 
-    def __init__(self, logs: Path):
-        self.logs = logs
-        self.procs: dict[int, subprocess.Popen] = {}
-
-    def __call__(self, count: int = 1, **overrides) -> list[int]:
+    def __call__(self, count: int = 1, **overrides: Any) -> list[int]:
         ports = [_free_port() for _ in range(count)]
         for port in ports:
             self.start(port, **overrides)
@@ -173,45 +176,34 @@ class Workers:
     def log(self, port: int) -> Path:
         return self.logs / f"worker-{port}.log"
 
-    def start(self, port: int, **overrides) -> None:
+    def start(self, port: int, **overrides: Any) -> None:
         """Start (or start again, on its data dir) the worker of this web port; does not wait."""
-        env = {**os.environ, **{f"SHOPFLOW_{k.upper()}": str(v) for k, v in overrides.items()}}
-        with open(self.log(port), "a") as log:
-            log.write(f"\n--- started with {overrides} ---\n")
-        self.procs[port] = subprocess.Popen(
-            [sys.executable, "-m", "shopflow.cli", "worker", "--web-port", str(port)],
-            env=env, stdout=open(self.log(port), "a"), stderr=subprocess.STDOUT)
+        if port in self.procs:
+            self.procs[port].close()  # a killed worker's: its log file
+        self.procs[port] = ShopflowProcess(
+            f"worker :{port}", ["worker", "--web-port", str(port)], self.log(port),
+            health=worker_health(self.settings, port),
+            env={f"SHOPFLOW_{k.upper()}": str(v) for k, v in overrides.items()})
+        self.procs[port].spawn()
 
-    def wait_ready(self, ports: list[int], timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
+    def wait_ready(self, ports: list[int]) -> None:
+        """Until each worker's /health/ answers 200 listing partitions it holds (joined, tables restored)."""
         for port in ports:
-            proc, log = self.procs[port], self.log(port)
-            # Only this start's lines: a restarted worker's log holds its earlier lives too.
-            while self.READY not in log.read_text(errors="replace").rsplit("--- started with", 1)[-1]:
-                assert proc.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"worker not ready in {timeout_s}s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.5)
+            self.procs[port].wait_ready()
 
     def kill(self, port: int) -> None:
         """kill -9: no flush, no commit, no goodbye to the group."""
-        proc = self.procs[port]
-        proc.kill()
-        proc.wait(10)
+        self.procs[port].kill()
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.close()
 
 
 @pytest.fixture(scope="session")
 def worker_factory(stack, tmp_path_factory):
     """``worker_factory(n, **settings)``: n `shopflow worker` processes sharing the partitions, ready."""
-    workers = Workers(tmp_path_factory.mktemp("worker"))
+    workers = Workers(stack, tmp_path_factory.mktemp("worker"))
     yield workers
     workers.stop_all()
 

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from polling import eventually, until_quiet
 
 from shopflow.streams.audit import audit
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, read_changelog
@@ -73,14 +74,21 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
 
     events, ended, placed, kills = [], set(), [], []
 
+    def read() -> int:
+        for _, record, value, _ in (batch := reader.poll(0.2)):  # the poll waits for records itself
+            if record in TERMINAL and value["order_id"].startswith(run):
+                ended.add(value["order_id"])
+        events.extend(batch)
+        return len(events)
+
     def read_until(done, what: str, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            assert time.monotonic() < deadline, f"{what} not within {timeout_s:.0f}s after {len(kills)} kills"
-            for _, record, value, _ in (batch := reader.poll(0.2)):
-                if record in TERMINAL and value["order_id"].startswith(run):
-                    ended.add(value["order_id"])
-            events.extend(batch)
+        def read_until_done() -> bool:
+            if done():
+                return True
+            read()
+            return done()
+
+        eventually(read_until_done, timeout_s, interval_s=0, what=f"{what} (after {len(kills)} kills)")
 
     try:
         # The orders go in KILLS + 1 waves; while a wave is in flight, once a random share of it has
@@ -91,7 +99,8 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
             ids = _place_orders(client, run, wave, sorted(seeded), rng, placed)
             if len(kills) < KILLS:
                 share = rng.uniform(0.05, 0.8)
-                read_until(lambda: sum(o in ended for o in ids) >= share * len(ids), f"{share:.0%} of a wave")
+                read_until(lambda ids=ids, share=share: sum(o in ended for o in ids) >= share * len(ids),
+                           f"{share:.0%} of a wave")
                 victim = rng.choice(ports)
                 worker_factory.kill(victim)
                 kills.append((victim, time.time()))
@@ -99,11 +108,7 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
         worker_factory.wait_ready(ports)
         read_until(lambda: len(ended) >= ORDERS, "every order's end", timeout_s=300)
         # Then until nothing has moved for 5 s: the compensations and settlements that follow an end.
-        last_new = time.monotonic()
-        while time.monotonic() - last_new < 5:
-            if batch := reader.poll(0.5):
-                events.extend(batch)
-                last_new = time.monotonic()
+        until_quiet(read, quiet_s=5, timeout_s=120, interval_s=0, what="the saga topics quiet after every end")
     finally:
         reader.close()
         client.close()
@@ -139,12 +144,19 @@ def test_kill_9_at_random_moments_loses_leaks_and_breaks_nothing(stack, worker_f
     dlq = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"crash-dlq-{run}",
                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
     dlq.subscribe([ORDER_COMMANDS.dead_letter])
-    letters, deadline = Counter(), time.monotonic() + 20
-    while len(letters) < 5 and time.monotonic() < deadline:
-        for msg in dlq.consume(1000, 0.5):
+    letters: Counter = Counter()
+
+    def five_letters() -> bool:
+        for msg in dlq.consume(1000, 0.5):  # waits for records itself
             if not msg.error() and (msg.key() or b"").startswith(f"{run}-poison".encode()):
                 letters[msg.key()] += 1
-    dlq.close()
+        assert len(letters) >= 5, letters
+        return True
+
+    try:
+        eventually(five_letters, timeout_s=20, interval_s=0)
+    finally:
+        dlq.close()
     assert len(letters) == 5, letters
 
 

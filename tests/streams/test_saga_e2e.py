@@ -8,6 +8,7 @@ import uuid
 from collections import Counter, defaultdict
 
 import pytest
+from polling import eventually, until_quiet
 
 from shopflow.streams.audit import audit
 from shopflow.streams.client import SAGA_TOPICS, SagaClient, TopicReader, read_changelog
@@ -21,15 +22,22 @@ TERMINAL = {"OrderConfirmed", "OrderCancelled"}
 
 def _collect_until(reader: TopicReader, done, timeout_s: float, quiet_s: float = 3.0) -> list:
     """Read until ``done(events)`` holds and then nothing new arrives for ``quiet_s`` (compensations settle)."""
-    events, deadline, last_new = [], time.monotonic() + timeout_s, time.monotonic()
-    while time.monotonic() < deadline:
-        batch = reader.poll(0.5)
-        if batch:
-            events += batch
-            last_new = time.monotonic()
-        elif done(events) and time.monotonic() - last_new >= quiet_s:
-            return events
-    raise AssertionError(f"not done in {timeout_s}s: {Counter(r for _, r, _, _ in events)}")
+    events: list = []
+
+    def read() -> int:
+        events.extend(reader.poll(0.5))  # the poll waits for records itself: no pause between reads
+        return len(events)
+
+    def read_until_done() -> bool:
+        read()
+        assert done(events), f"not done: {Counter(r for _, r, _, _ in events)}"
+        return True
+
+    started = time.monotonic()
+    eventually(read_until_done, timeout_s, interval_s=0)
+    until_quiet(read, quiet_s, timeout_s - (time.monotonic() - started), interval_s=0,
+                what=f"no new record for {quiet_s:g}s")
+    return events
 
 
 def test_a_thousand_random_orders_keep_every_invariant(stack, saga_workers, codec):
