@@ -119,7 +119,9 @@ class ProductUpdate(_Patch):
     active: Active | None = None
 
 
-class ProductPublic(BaseModel):
+class ProductDetailsPublic(BaseModel):
+    """The fields a product and a search hit share."""
+
     sku: str
     name: str
     description: str
@@ -128,6 +130,9 @@ class ProductPublic(BaseModel):
     price: Money
     attributes: dict[str, str]
     active: bool
+
+
+class ProductPublic(ProductDetailsPublic):
     version: int = Field(description="Increases with every change of this product.")
     updated_at: datetime
 
@@ -174,15 +179,7 @@ class CategoryTree(BaseModel):
 # -- search ---------------------------------------------------------------------------------------------
 
 
-class SearchHitPublic(BaseModel):
-    sku: str
-    name: str
-    description: str
-    brand: str | None
-    category: str | None
-    price: Money
-    attributes: dict[str, str]
-    active: bool
+class SearchHitPublic(ProductDetailsPublic):
     in_stock: bool
     score: float | None = Field(description="Relevance; null when sorted by something else.")
 

@@ -225,7 +225,9 @@ def validate_product(product: ProductInput) -> ProductInput:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Product:
+class ProductDetails:
+    """What a product says about itself: the fields a stored product and a search hit share."""
+
     sku: str
     name: str
     description: str
@@ -237,6 +239,11 @@ class Product:
     active: bool
     version: int
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Product(ProductDetails):
+    """A product as the catalog stores it."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Product:

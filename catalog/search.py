@@ -18,6 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from shopflow.catalog.products import ProductDetails
+
 MAX_PAGE: Final = 100
 MAX_TEXT: Final = 500
 FACET_SIZE: Final = {"brand": 20, "category": 50}
@@ -68,19 +70,10 @@ class SearchQuery:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SearchHit:
-    sku: str
-    name: str
-    description: str
-    brand: str | None
-    category: str | None
-    price_minor: int
-    currency: str
-    attributes: dict[str, str]
-    active: bool
+class SearchHit(ProductDetails):
+    """A product as the search index finds it: with its stock flag and relevance."""
+
     in_stock: bool
-    version: int
-    updated_at: datetime
     score: float | None
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,24 @@ def drain_outbox(stack: Settings, topic: str, timeout_s: float = 60.0) -> None:
     shared connector would otherwise keep retrying sends to a missing topic, for everyone."""
     eventually(lambda: outbox_ids(stack, topic) <= topic_event_ids(stack, topic), timeout_s,
                what=f"every outbox row of {topic} on the topic")
+
+
+@asynccontextmanager
+async def outbox_topic(stack: Settings, topic_factory: Callable[..., str], admin: Any,
+                       prefix: str) -> AsyncIterator[str]:
+    """A fresh topic standing for catalog.products, with its dead-letter topic (no auto-creation here);
+    drained of the outbox's events for it, then its dead-letter topic deleted."""
+    from confluent_kafka.admin import NewTopic
+
+    topic = topic_factory(prefix, partitions=3)
+    dlq = f"{topic}.dlq"
+    admin.create_topics([NewTopic(dlq, 1, 1)])[dlq].result(timeout=30)
+    try:
+        yield topic
+    finally:
+        await asyncio.to_thread(drain_outbox, stack, topic)
+        for f in admin.delete_topics([dlq]).values():
+            f.result(timeout=30)
 
 
 @contextmanager

@@ -12,17 +12,7 @@ from dataclasses import dataclass
 
 from shopflow.schemas import load_schema
 from shopflow.schemas.records import AvroRecord
-from shopflow.topologies.saga_model import (
-    START,
-    Effect,
-    FieldValue,
-    Message,
-    Outcome,
-    Rule,
-    Saga,
-    Timeout,
-    Transition,
-)
+from shopflow.topologies.saga_model import START, Effect, FieldValue, Message, Outcome, Rule, Saga, Timeout, Transition
 
 
 @dataclass(frozen=True)

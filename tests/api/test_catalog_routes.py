@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from catalog_pipeline import RunningIndexer, apply_outbox_connector, drain_outbox, throwaway_index, unique
+from catalog_pipeline import RunningIndexer, apply_outbox_connector, outbox_topic, throwaway_index, unique
 from polling import eventually_async
 
 from shopflow.catalog.categories import MAX_CATEGORY_ID
@@ -41,16 +41,9 @@ def word() -> str:
 @pytest.fixture(scope="module")
 async def catalog_topic(stack: Settings, topic_factory, admin) -> AsyncIterator[str]:
     """A fresh topic standing for catalog.products, with its dead-letter topic; the connector applied."""
-    from confluent_kafka.admin import NewTopic
-
     (await asyncio.to_thread(apply_outbox_connector, stack)).close()
-    topic = topic_factory("apicatalog", partitions=3)
-    dlq = f"{topic}.dlq"
-    admin.create_topics([NewTopic(dlq, 1, 1)])[dlq].result(timeout=30)
-    yield topic
-    await asyncio.to_thread(drain_outbox, stack, topic)
-    for f in admin.delete_topics([dlq]).values():
-        f.result(timeout=30)
+    async with outbox_topic(stack, topic_factory, admin, "apicatalog") as topic:
+        yield topic
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ a throwaway index, and the search indexer running over that topic in a backgroun
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from catalog_pipeline import RunningIndexer, apply_outbox_connector, drain_outbox, throwaway_index
+from catalog_pipeline import RunningIndexer, apply_outbox_connector, outbox_topic, throwaway_index
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +20,8 @@ def connect_client(stack):
 @pytest.fixture(scope="session")
 async def catalog_topic(stack, connect_client, topic_factory, admin):
     """A fresh topic standing for catalog.products, with its dead-letter topic (no auto-creation here)."""
-    from confluent_kafka.admin import NewTopic
-
-    topic = topic_factory("catalog", partitions=3)
-    dlq = f"{topic}.dlq"
-    admin.create_topics([NewTopic(dlq, 1, 1)])[dlq].result(timeout=30)
-    yield topic
-    await asyncio.to_thread(drain_outbox, stack, topic)
-    for f in admin.delete_topics([dlq]).values():
-        f.result(timeout=30)
+    async with outbox_topic(stack, topic_factory, admin, "catalog") as topic:
+        yield topic
 
 
 @pytest.fixture(scope="session")

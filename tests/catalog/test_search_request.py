@@ -9,18 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shopflow.catalog.search import (
-    InvalidQuery,
-    SearchQuery,
-    Sort,
-    build_request,
-    decode_cursor,
-    encode_cursor,
-)
-from shopflow.catalog.search_index import (
-    product_document,
-    suggest_inputs,
-)
+from shopflow.catalog.search import InvalidQuery, SearchQuery, Sort, build_request, decode_cursor, encode_cursor
+from shopflow.catalog.search_index import product_document, suggest_inputs
 from shopflow.schemas.catalog import ProductUpserted
 from shopflow.schemas.records import Money
 
