@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from shopflow.api.security import Role
 from shopflow.catalog.products import NOT_BLANK_PATTERN, SKU_PATTERN, SPACE_CHARS
@@ -30,8 +31,24 @@ _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 # required text needs a character that is neither a control nor a space: the document says so.
 _NOT_BLANK = NOT_BLANK_PATTERN
 _ADDR = rf"[^@\x00-\x1f\x7f{SPACE_CHARS}]+"
+
+
+def as_sent(max_length: int) -> BeforeValidator:
+    """The document's maxLength holds for text as the client sent it: checked before the trim, so a value
+    padded with spaces past the limit is refused as the document says, not accepted once trimmed."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and len(value) > max_length:
+            raise PydanticCustomError("string_too_long", "String should have at most {max_length} characters",
+                                      {"max_length": max_length})
+        return value
+
+    return BeforeValidator(check)
+
+
 Email = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=254,
-                                         pattern=rf"^[{SPACE_CHARS}]*{_ADDR}@{_ADDR}\.{_ADDR}[{SPACE_CHARS}]*$")]
+                                         pattern=rf"^[{SPACE_CHARS}]*{_ADDR}@{_ADDR}\.{_ADDR}[{SPACE_CHARS}]*$"),
+                  as_sent(254)]
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -47,10 +64,14 @@ StockDelta = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000), BeforeVali
 
 
 # Free text: trimmed, bounded, without control characters, and not blank when required.
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_NOT_BLANK)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_NOT_BLANK)]
-OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=_NO_CONTROL)]
-PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20, pattern=_NOT_BLANK)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_NOT_BLANK),
+                 as_sent(200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_NOT_BLANK),
+                      as_sent(100)]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=_NO_CONTROL),
+                         as_sent(200)]
+PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20, pattern=_NOT_BLANK),
+                       as_sent(20)]
 
 
 class _In(BaseModel):

@@ -31,12 +31,13 @@ import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
 from schemathesis.python.asgi import shutdown_lifespans
 
 from shopflow.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from shopflow.api.schemas import Email, OptionalText, PostalCode, ShortText, Text
 from shopflow.api.security import Role, TokenService
 from shopflow.settings import Settings
 
@@ -110,13 +111,21 @@ def fuzz_edge(app: FastAPI, access_token: Callable[[], str]) -> list[str]:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config(app.openapi()))
 
     class FreshToken:
-        """A new access token for every request: a generated /v1/auth/logout must not sign out the next ones."""
+        """A new access token for every request: a generated /v1/auth/logout must not sign out the next ones.
+
+        A valid request also gets a key of its own, as the document asks ("a unique key per request"): the
+        fuzzer draws keys from the header's pattern and repeats them, and a repeated key with the same
+        body is answered with the first response (``Idempotent-Replayed``), even for a product deleted since,
+        which its created-resource check would take for a lost write."""
 
         def get(self, case: Any, context: Any) -> str:
             return access_token()
 
         def set(self, case: Any, data: str, context: Any) -> None:
-            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+            headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+            if IDEMPOTENCY_HEADER in headers and case.meta is not None and case.meta.generation.mode.is_positive:
+                headers[IDEMPOTENCY_HEADER] = str(uuid.uuid4())
+            case.headers = headers
 
     schema.auth(refresh_interval=None)(FreshToken)
     found: list[str] = []
@@ -187,6 +196,20 @@ def test_every_location_the_document_mentions_is_declared(document_app):
                 continue
             success = [r for code, r in operation["responses"].items() if code.startswith("2")]
             assert any("Location" in r.get("headers", {}) for r in success), (method, path)
+
+
+@pytest.mark.parametrize("text_type,limit,value", [
+    (Email, 254, "a@b.cd"), (Text, 200, "x"), (ShortText, 100, "x"), (OptionalText, 200, "x"), (PostalCode, 20, "x"),
+], ids=["email", "text", "short-text", "optional-text", "postal-code"])
+def test_a_length_limit_holds_for_text_as_sent_not_once_trimmed(text_type, limit, value):
+    # The document's maxLength is checked on the raw string; the edge trims first, and accepted a value
+    # padded with spaces past the limit (schemathesis found it with an e-mail address).
+    adapter = TypeAdapter(text_type)
+
+    assert adapter.validate_python(value.rjust(limit)) == value
+    with pytest.raises(ValidationError) as refused:
+        adapter.validate_python(value.rjust(limit + 1))
+    assert refused.value.errors()[0]["type"] == "string_too_long"
 
 
 @pytest.fixture(scope="module")
