@@ -15,7 +15,9 @@ from typing import Any
 from shopflow.api.cart_schemas import CartLinePublic, CartPublic, CartStatus, CheckoutRequest, WishlistItem
 from shopflow.api.converters import address_to_record
 from shopflow.api.schemas import Money
+from shopflow.catalog.reader import Price
 from shopflow.schemas import carts as cart_records
+from shopflow.schemas.records import datetime_of_ms
 
 # Every record the edge produces to cart-commands (registered up front by the lifespan).
 CART_RECORDS = (
@@ -27,19 +29,6 @@ def now_ms_time() -> datetime:
     """Now, truncated to the millisecond (the wire's precision)."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_ms(when: datetime) -> int:
-    """Milliseconds since the epoch, in integers as fastavro encodes timestamp-millis."""
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def cart_id_of(user_id: str) -> str:
@@ -84,12 +73,12 @@ def cart_items(view: Mapping[str, Any] | None) -> dict[str, int]:
     return {str(sku): int(q) for sku, q in (view.get("items") or {}).items() if int(q) > 0}
 
 
-def cart_public(*, user_id: str, view: Mapping[str, Any] | None, prices: Mapping[str, tuple[int, str]],
+def cart_public(*, user_id: str, view: Mapping[str, Any] | None, prices: Mapping[str, Price],
                 up_to_date: bool) -> CartPublic:
-    """The worker's view (``None``: never used) with today's catalog prices (``{sku: (minor, currency)}``)."""
+    """The worker's view (``None``: never used) with today's catalog prices of the skus that sell."""
     items = cart_items(view)
     lines = [CartLinePublic(sku=sku, quantity=q,
-                            unit_price=Money(amount_minor=prices[sku][0], currency=prices[sku][1])
+                            unit_price=Money(amount_minor=prices[sku].price_minor, currency=prices[sku].currency)
                             if sku in prices else None)
              for sku, q in sorted(items.items())]
     priced = [(line.quantity, line.unit_price) for line in lines if line.unit_price is not None]
@@ -102,7 +91,7 @@ def cart_public(*, user_id: str, view: Mapping[str, Any] | None, prices: Mapping
         cart_id=cart_id_of(user_id), user_id=user_id,
         status=CartStatus(view.get("status", "OPEN")) if view is not None else CartStatus.OPEN,
         items=lines, subtotal=subtotal,
-        updated_at=from_ms(updated_ms) if updated_ms else None,
+        updated_at=datetime_of_ms(updated_ms) if updated_ms else None,
         checked_out_order=view.get("checked_out_order") if view is not None else None,
         up_to_date=up_to_date,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,6 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from shopflow.catalog import reader as catalog_reader
-from shopflow.catalog.reader import CatalogReader
 from shopflow.tables.values import PROCESSED_KEPT
 
 MARK_PREFIX = "shopflow:carts:mark"
@@ -147,20 +145,6 @@ return 0
 
 async def checkout_unlock(redis: Redis, cart_id: str, token: str) -> None:
     await redis.eval(_UNLOCK, 1, f"{CHECKOUT_LOCK_PREFIX}:{cart_id}", token)
-
-
-# -- the catalog ------------------------------------------------------------------------------------------
-
-
-async def sellable(conn: asyncpg.Connection, sku: str) -> str | None:
-    """Why the sku cannot go in a cart or wishlist (unknown, no longer sold), or ``None`` when it can."""
-    return await catalog_reader.sellable(CatalogReader(conn), sku)
-
-
-async def prices(conn: asyncpg.Connection, skus: Iterable[str]) -> dict[str, tuple[int, str]]:
-    """``{sku: (price_minor, currency)}`` of the skus still sold."""
-    found = await catalog_reader.selling_prices(CatalogReader(conn), skus)
-    return {sku: (price.price_minor, price.currency) for sku, price in found.items()}
 
 
 # -- the wishlist (shopflow/migrations/0005_wishlist.sql) --------------------------------------------------

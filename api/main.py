@@ -4,7 +4,7 @@ The lifespan applies the PostgreSQL migrations, then opens an asyncpg pool, a Re
 codec (with every command schema registered up front, so no request waits on the registry), the
 Kafka producer (acks=all, idempotence, murmur2_random), the LISTEN connection that wakes
 ``?wait=`` readers, the price book (``api.prices``, LISTENing for price changes), the catalog
-repository (its own pool, see ``CATALOG_SCHEMA``) and the product search index (created from
+repository (its own pool, see ``catalog.store.CATALOG_SCHEMA``) and the product search index (created from
 ``catalog/search_index.json`` if missing); all of it is closed again on shutdown, the producer
 flushed first.
 
@@ -36,6 +36,7 @@ from shopflow.api.security import TokenService, ensure_jwt_secret
 from shopflow.catalog import Catalog
 from shopflow.catalog.search import SearchError
 from shopflow.catalog.search_index import DEFAULT_INDEX, ProductSearch
+from shopflow.catalog.store import CATALOG_SCHEMA, catalog_pool
 from shopflow.db import create_pool, migrate
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.inventory import StockAdjusted
@@ -56,17 +57,9 @@ Sign in with `POST /v1/auth/login` and send `Authorization: Bearer <access_token
 
 log = logging.getLogger(__name__)
 
-# The catalog lives in the schema whose outbox Debezium captures (connectors/catalog-outbox.json:
-# table.include.list public.outbox), whatever settings.postgres_schema says: a product written
-# anywhere else would never leave PostgreSQL. Tests' throwaway schemas therefore do not apply to it.
-CATALOG_SCHEMA = "public"
-
-
 async def open_catalog(settings: Settings, codec: AvroCodec, redis: Redis, topic: str) -> Catalog:
-    """The catalog repository on a pool of its own: in ``CATALOG_SCHEMA`` and without the edge pool's
-    jsonb codec (the repository sends and reads its jsonb as text)."""
-    pool = await create_pool(settings, min_size=1, max_size=5, schema=CATALOG_SCHEMA,
-                             application_name="shopflow-catalog", decode_json=False)
+    """The catalog repository on a pool of its own (``catalog_pool``), sharing the edge's Redis client."""
+    pool = await catalog_pool(settings, 5)
     try:
         if settings.postgres_schema != CATALOG_SCHEMA:
             async with pool.acquire() as conn:

@@ -1,14 +1,14 @@
 """Placing an order: the one service behind ``POST /v1/orders`` and ``POST /v1/cart/checkout``.
 
-Both routes hand it the lines, the payment token and the address; it checks the lines against the
-order-lines rule (``topologies.orders.lines_problem``, the rule the orders agent applies), prices them
-from the catalog, produces the PlaceOrder (answered once the broker has it, acks=all) and returns the
-202 with the order's ``Location`` together with the accepted-order marker that ``GET ?wait=`` reads,
-for the idempotency store to write with the stored response. Nothing is produced when a check fails.
+Both routes hand it lines that meet the order-lines rule (``topologies.orders.lines_problem``, the rule
+the orders agent applies: ``OrderCreate``'s schema declares it for a request's lines, checkout checks
+the cart's). It prices them from the catalog, produces the PlaceOrder (answered once the broker has it,
+acks=all) and returns the 202 with the order's ``Location`` together with the accepted-order marker that
+``GET ?wait=`` reads, for the idempotency store to write with the stored response. Nothing is produced
+when a check fails.
 
-Where the lines come from decides how a refusal is answered: lines in the request body that break the
-rule are an invalid request (422); lines read from the cart are the cart's state (409), and the client
-is told to change the cart.
+A sku the catalog no longer sells is a 422; for lines read from the cart the client is told to change
+the cart.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from shopflow.api.dependencies import Edge
 from shopflow.api.idempotency import Outcome
 from shopflow.api.orders_store import CatalogUnavailable, PricingError, price_lines
 from shopflow.api.schemas import AddressIn, OrderLineIn
-from shopflow.topologies.orders import lines_problem
 
 # The Location header of a 202 that accepted an order, as the OpenAPI document declares it.
 LOCATION_HEADER = {"Location": {"description": "Where to follow the order.", "schema": {"type": "string"}}}
-_FROM_CART_HINT = "; change the cart and check out again"
+FROM_CART_HINT = "; change the cart and check out again"
 
 
 def location(order_id: str) -> str:
@@ -51,15 +50,11 @@ class NewOrder:
 
 
 def _refused(order: NewOrder, status_code: int, problem: str) -> HTTPException:
-    return HTTPException(status_code, problem + _FROM_CART_HINT if order.from_cart else problem)
+    return HTTPException(status_code, problem + FROM_CART_HINT if order.from_cart else problem)
 
 
 async def place_order(edge: Edge, order: NewOrder) -> Outcome:
     """Check, price and produce the order; the 202 to answer and the marker to leave with it."""
-    problem = lines_problem((line.sku, line.quantity) for line in order.lines)
-    if problem is not None:
-        raise _refused(order, status.HTTP_409_CONFLICT if order.from_cart else status.HTTP_422_UNPROCESSABLE_CONTENT,
-                       problem)
     try:
         priced, currency = await price_lines(edge.prices, order.lines)
     except PricingError as exc:

@@ -44,6 +44,18 @@ _IN_SUBTREE: Final = "(c.path = $1 OR (c.path >= $1 || '/' AND c.path < $1 || '0
 _UNSET: Final = object()  # update_category: "parent not given", as None means "make it a root"
 
 
+# The catalog lives in the schema whose outbox Debezium captures (connectors/catalog-outbox.json:
+# table.include.list public.outbox), whatever settings.postgres_schema says: a product written
+# anywhere else would never leave PostgreSQL. Tests' throwaway schemas therefore do not apply to it.
+CATALOG_SCHEMA: Final = "public"
+
+
+async def catalog_pool(settings: Settings, size: int) -> asyncpg.Pool:
+    """A pool of the catalog's own: in ``CATALOG_SCHEMA``, its jsonb sent and read as text."""
+    return await create_pool(settings, min_size=1, max_size=size, schema=CATALOG_SCHEMA,
+                             application_name="shopflow-catalog", decode_json=False)
+
+
 class Catalog:
     """Catalog writes (each with its outbox event, one transaction) and cached product reads."""
 
@@ -60,9 +72,7 @@ class Catalog:
     async def open(cls, settings: Settings, codec: AvroCodec, *, topic: str = CATALOG_PRODUCTS.name,
                    cache: bool = True, pool_size: int = 10) -> Catalog:
         """A catalog on its own pool (and Redis client); ``close()`` releases them."""
-        # In "public", where Debezium captures the outbox (api.main.CATALOG_SCHEMA); jsonb goes as text.
-        pool = await create_pool(settings, min_size=1, max_size=pool_size, schema="public",
-                                 application_name="shopflow-catalog", decode_json=False)
+        pool = await catalog_pool(settings, pool_size)
         client = aioredis.Redis.from_url(settings.redis_url) if cache else None
         catalog = cls(pool, codec, client, topic=topic)
         await catalog.warm()

@@ -71,10 +71,11 @@ class AvroCodec:
             self._parsed.setdefault(schema_id, cached[1])
         return cached
 
-    def encode(self, topic: Topic, record: AvroRecord) -> bytes:
-        """Frame a typed record for ``topic``: its class's schema under the topic's subject for it."""
+    def encode(self, topic: Topic, record: AvroRecord, avro: dict[str, Any] | None = None) -> bytes:
+        """Frame a typed record for ``topic``: its class's schema under the topic's subject for it.
+        ``avro``: the record's ``to_avro()`` when the caller has made it already."""
         writer = self._record_writers.get((topic.name, type(record))) or self.warm(topic, type(record))
-        return _frame(writer, record.to_avro())
+        return _frame(writer, record.to_avro() if avro is None else avro)
 
     def warm(self, topic: Topic, record: type[AvroRecord]) -> tuple[bytes, dict[str, Any]]:
         """Register a record type's schema for ``topic`` now (a blocking registry call the first time), so

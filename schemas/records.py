@@ -194,6 +194,11 @@ class Money(AvroRecord):
     amount_minor: int
     currency: str
 
+    @classmethod
+    def of_stored(cls, stored: Mapping[str, Any] | None) -> Money:
+        """From an entity's stored ``{amount_minor, currency}``; none stored is nothing, in no currency."""
+        return cls(**stored) if stored else cls(0, "")
+
 
 @dataclass(frozen=True, slots=True)
 class OrderLine(AvroRecord):

@@ -230,7 +230,7 @@ class Worker:
             table.send_changelog(p, key.encode(), raw)
 
     async def send(self, output: Output) -> None:
-        value = self.codec.encode(output.topic, output.record)
+        value = self.codec.encode(output.topic, output.record, output.avro)
         if self.settings.exactly_once:  # Faust's topic path puts the record in the partition's transaction
             await self.topic(output.topic.name).send(key=output.key.encode(), value=value)
         else:

@@ -200,10 +200,6 @@ def _enter(state: OrderState, target: str, now_ms: int, timeouts: Mapping[str, f
         state.deadline_step = state.deadline_ms = None
 
 
-def _total(state: OrderState) -> Money:
-    return Money(**state.total) if state.total else Money(0, "")
-
-
 def _compensate(rule: Rule, state: OrderState, cause: str, at: datetime) -> list[Output]:
     """Undo every effect that may have happened. Every line not released yet is released, answered or
     not: its answer may be in flight or lost, and a release of nothing changes nothing at the inventory."""
@@ -221,7 +217,7 @@ def _compensate(rule: Rule, state: OrderState, cause: str, at: datetime) -> list
             state.refund_requested = True
             outputs.append(Output(RefundRequested(
                 event_id=derived_event_id(cause, "refund"), order_id=state.order_id,
-                payment_id=state.payment_id, amount=_total(state), occurred_at=at,
+                payment_id=state.payment_id, amount=Money.of_stored(state.total), occurred_at=at,
             )))
     return outputs
 
@@ -234,12 +230,14 @@ _Build = Callable[[OrderState, Emit, OrderRecord, Callable[[int], str], datetime
 def _order_placed(state: OrderState, emit: Emit, cause: OrderRecord, ids: Callable[[int], str],
                   at: datetime) -> list[AvroRecord]:
     lines = tuple(OrderLine(line["sku"], line["quantity"], Money(**line["unit_price"])) for line in state.lines)
-    return [OrderPlaced(ids(0), state.order_id, state.user_id, lines, _total(state), state.payment_token, at)]
+    total = Money.of_stored(state.total)
+    return [OrderPlaced(ids(0), state.order_id, state.user_id, lines, total, state.payment_token, at)]
 
 
 def _order_confirmed(state: OrderState, emit: Emit, cause: OrderRecord, ids: Callable[[int], str],
                      at: datetime) -> list[AvroRecord]:
-    return [OrderConfirmed(ids(0), state.order_id, state.user_id, _total(state), state.payment_id or "", at)]
+    total = Money.of_stored(state.total)
+    return [OrderConfirmed(ids(0), state.order_id, state.user_id, total, state.payment_id or "", at)]
 
 
 def _order_cancelled(state: OrderState, emit: Emit, cause: OrderRecord, ids: Callable[[int], str],
@@ -254,7 +252,8 @@ def _order_cancelled(state: OrderState, emit: Emit, cause: OrderRecord, ids: Cal
 
 def _payment_requested(state: OrderState, emit: Emit, cause: OrderRecord, ids: Callable[[int], str],
                        at: datetime) -> list[AvroRecord]:
-    return [PaymentRequested(ids(0), state.order_id, state.user_id, _total(state), state.payment_token, at)]
+    total = Money.of_stored(state.total)
+    return [PaymentRequested(ids(0), state.order_id, state.user_id, total, state.payment_token, at)]
 
 
 def _per_line(record: type[ReserveStock] | type[CommitStock]) -> _Build:

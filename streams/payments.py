@@ -118,16 +118,12 @@ async def handle_payment(
     return Result(state=state, outputs=outputs)
 
 
-def _amount(state: PaymentState) -> Money:
-    return Money(**state.amount) if state.amount else Money(0, "")
-
-
 def _refunded(state: PaymentState, request_id: str, now_ms: int) -> list[Output]:
     if state.status != "REFUNDED":
         return []
     return [Output(PaymentRefunded(
         derived_event_id(request_id, "refunded"), state.order_id, state.payment_id or "", state.refund_id or "",
-        _amount(state), datetime_of_ms(now_ms),
+        Money.of_stored(state.amount), datetime_of_ms(now_ms),
     ))]
 
 
@@ -135,7 +131,8 @@ def _outcome(state: PaymentState, now_ms: int) -> list[Output]:
     # The id derives from the order, not the request, so a repeated request repeats the same event.
     if state.status in ("CAPTURED", "REFUNDED"):
         return [Output(PaymentSucceeded(
-            derived_event_id(state.order_id, "succeeded"), state.order_id, state.payment_id or "", _amount(state),
+            derived_event_id(state.order_id, "succeeded"), state.order_id, state.payment_id or "",
+            Money.of_stored(state.amount),
             datetime_of_ms(now_ms),
         ))]
     if state.status == "FAILED":

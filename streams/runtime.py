@@ -11,10 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from shopflow.schemas.records import AvroRecord
-from shopflow.topologies.catalog import TOPICS, Topic, topic_of
-
-TOPICS_BY_NAME = {t.name: t for t in TOPICS}
+from shopflow.schemas.records import AvroRecord, record_type
+from shopflow.topologies.catalog import Topic, topic_of
 
 _NAMESPACE = uuid.UUID("5b0c2d3e-8f61-4c1e-9a57-3f1f0e2b7c10")
 
@@ -29,9 +27,17 @@ class Output:
 
     record: AvroRecord
     topic: Topic = field(init=False, repr=False)
+    # The record as fastavro writes it, made once: the order keeps it (``stored``) and the worker encodes it.
+    _avro: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.topic = topic_of(type(self.record))
+
+    @property
+    def avro(self) -> dict[str, Any]:
+        if self._avro is None:
+            self._avro = self.record.to_avro()
+        return self._avro
 
     @property
     def key(self) -> str:
@@ -50,12 +56,13 @@ class Output:
 
     def stored(self) -> list[Any]:
         """As kept in an entity's state, to be emitted again: [topic name, record full name, Avro value]."""
-        return [self.topic.name, self.record.AVRO_NAME, self.record.to_avro()]
+        return [self.topic.name, self.record.AVRO_NAME, self.avro]
 
     @classmethod
     def restore(cls, stored: list[Any]) -> Output:
-        topic, record, value = stored
-        return cls(TOPICS_BY_NAME[topic].carries(record).from_avro(value))
+        """From ``stored()``'s form; the topic follows from the record's type, as when it was first made."""
+        _topic, record, value = stored
+        return cls(record_type(record).from_avro(value))
 
 
 class Unexpected(Exception):

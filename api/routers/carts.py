@@ -48,7 +48,6 @@ from shopflow.api.cart_converters import (
     to_add_cart_item,
     to_checkout_cart,
     to_clear_cart,
-    to_ms,
     to_remove_cart_item,
 )
 from shopflow.api.cart_schemas import CartAccepted, CartItemAdd, CartItemSet, CartPublic, CheckoutRequest
@@ -58,8 +57,6 @@ from shopflow.api.carts_store import (
     checkout_lock,
     checkout_unlock,
     fetch_cart,
-    prices,
-    sellable,
     wait_for_cart,
 )
 from shopflow.api.dependencies import CurrentUser, Edge, EdgeDep, IdempotencyKey
@@ -68,8 +65,9 @@ from shopflow.api.idempotency import Outcome, fingerprint
 from shopflow.api.ordering import NewOrder
 from shopflow.api.orders_store import CatalogUnavailable
 from shopflow.api.schemas import MAX_WAIT_S, OrderAccepted, OrderLineIn
+from shopflow.catalog import reader as catalog_reader
 from shopflow.catalog.products import SKU_PATTERN
-from shopflow.schemas.records import AvroRecord
+from shopflow.schemas.records import AvroRecord, ms_of
 from shopflow.topologies.orders import lines_problem
 
 log = logging.getLogger(__name__)
@@ -102,11 +100,10 @@ def _marks(edge: Edge) -> CartMarks:
 
 
 async def _check_sku(edge: Edge, sku: str) -> None:
-    async with edge.pool.acquire() as conn:
-        try:
-            problem = await sellable(conn, sku)
-        except CatalogUnavailable as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
+    try:
+        problem = await catalog_reader.sellable(edge.prices, sku)
+    except CatalogUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
     if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
 
@@ -131,7 +128,7 @@ async def _send(edge: Edge, user_id: str, *commands: AvroRecord) -> Response:
         await edge.producer.send(edge.topics.cart_commands, cart_id, command)
     try:
         last = commands[-1]  # the latest: commands go in order with rising occurred_at
-        await _marks(edge).raise_to(cart_id, to_ms(last.occurred_at), last.event_id)  # type: ignore[attr-defined]
+        await _marks(edge).raise_to(cart_id, ms_of(last.occurred_at), last.event_id)  # type: ignore[attr-defined]
     except redis.exceptions.RedisError as exc:  # accepted; only ?wait= loses its mark
         log.warning("cart %s: command accepted but its mark was not written: %r", cart_id, exc)
     body = CartAccepted(cart_id=cart_id, event_ids=[c.event_id for c in commands],  # type: ignore[attr-defined]
@@ -152,11 +149,10 @@ async def my_cart(
         view, up_to_date = await wait_for_cart(edge.workers, cart_id, mark, wait)
     except WorkersUnavailable as exc:
         raise _unavailable(exc) from None
-    async with edge.pool.acquire() as conn:
-        try:
-            priced = await prices(conn, cart_items(view))
-        except CatalogUnavailable as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
+    try:
+        priced = await catalog_reader.selling_prices(edge.prices, cart_items(view))
+    except CatalogUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
     return cart_public(user_id=user.user_id, view=view, prices=priced, up_to_date=up_to_date)
 
 
@@ -272,10 +268,12 @@ async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callab
         expired = view is not None and view.get("status") == "EXPIRED"
         raise HTTPException(status.HTTP_409_CONFLICT, "your cart expired and was emptied; add items first" if expired
                             else "your cart is empty; add items with POST /v1/cart/items first")
+    problem = lines_problem(items.items())
+    if problem is not None:  # the cart's state, not a malformed request
+        raise HTTPException(status.HTTP_409_CONFLICT, problem + ordering.FROM_CART_HINT)
     order_id = ids("order")
     at = now_ms_time()
-    # Not validated again (each was when added): a line over the limits must reach the order-lines rule,
-    # which answers 409 for a cart, not fail as a malformed request.
+    # Not validated again: each line was when added, and the cart as a whole just now.
     lines = [OrderLineIn.model_construct(sku=sku, quantity=q) for sku, q in sorted(items.items())]
     placed = await ordering.place_order(edge, NewOrder(
         order_id=order_id, user_id=user_id, lines=lines, payment_token=body.payment_token,
@@ -283,7 +281,7 @@ async def _checkout(edge: Edge, user_id: str, body: CheckoutRequest, ids: Callab
     close = to_checkout_cart(user_id=user_id, order_id=order_id, body=body, occurred_at=at, event_id=ids("close"))
     await edge.producer.send(edge.topics.cart_commands, cart_id, close)
     try:
-        await _marks(edge).raise_to(cart_id, to_ms(close.occurred_at), close.event_id)
+        await _marks(edge).raise_to(cart_id, ms_of(close.occurred_at), close.event_id)
     except redis.exceptions.RedisError as exc:
         log.warning("cart %s: checkout accepted but its mark was not written: %r", cart_id, exc)
     return placed  # the order's marker is written with the stored response

@@ -15,10 +15,11 @@ from fastapi.responses import Response
 
 from shopflow.api.cart_converters import wishlist_item
 from shopflow.api.cart_schemas import MAX_WISHLIST, Wishlist, WishlistItem
-from shopflow.api.carts_store import sellable, wishlist, wishlist_delete, wishlist_put
+from shopflow.api.carts_store import wishlist, wishlist_delete, wishlist_put
 from shopflow.api.dependencies import CurrentUser, EdgeDep
 from shopflow.api.errors import errors
 from shopflow.api.orders_store import CatalogUnavailable
+from shopflow.catalog import reader as catalog_reader
 from shopflow.catalog.products import SKU_PATTERN
 
 router = APIRouter(prefix="/v1/wishlist", tags=["wishlist"])
@@ -43,7 +44,7 @@ async def keep(sku: SkuPath, user: CurrentUser, edge: EdgeDep) -> WishlistItem:
     """Put a sku on my wishlist (already there: kept as it was)."""
     async with edge.pool.acquire() as conn:
         try:
-            problem = await sellable(conn, sku)
+            problem = await catalog_reader.sellable(edge.prices, sku)
         except CatalogUnavailable as exc:
             raise _catalog_down(exc) from None
         if problem is not None:

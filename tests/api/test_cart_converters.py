@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shopflow.api.cart_converters import cart_public, now_ms_time, to_add_cart_item, to_ms, to_remove_cart_item
+from shopflow.api.cart_converters import cart_public, now_ms_time, to_add_cart_item, to_remove_cart_item
 from shopflow.api.cart_schemas import CartStatus
 from shopflow.api.carts_store import Mark, reached
+from shopflow.catalog.reader import Price
 from shopflow.schemas import load_schema
+from shopflow.schemas.records import ms_of
 from shopflow.tables.values import PROCESSED_KEPT
 
 WHEN = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
+EUR_100 = Price(100, "EUR", True)
+
 
 def test_times_are_whole_milliseconds_as_avro_keeps_them():
-    assert to_ms(WHEN) == 1740830400123
+    assert ms_of(WHEN) == 1740830400123
     assert now_ms_time().microsecond % 1000 == 0
 
 
@@ -27,14 +31,14 @@ def test_commands_carry_the_user_as_cart_and_round_trip():
 
 
 def test_cart_public_prices_lines_and_totals_one_currency():
-    view = {"cart_id": "u-1", "user_id": "u-1", "items": {"B": 1, "A": 2}, "updated_ms": to_ms(WHEN),
+    view = {"cart_id": "u-1", "user_id": "u-1", "items": {"B": 1, "A": 2}, "updated_ms": ms_of(WHEN),
             "status": "OPEN", "checked_out_order": None}
-    cart = cart_public(user_id="u-1", view=view, prices={"A": (100, "EUR"), "B": (50, "EUR")}, up_to_date=True)
+    cart = cart_public(user_id="u-1", view=view, prices={"A": EUR_100, "B": Price(50, "EUR", True)}, up_to_date=True)
     assert [(line.sku, line.quantity) for line in cart.items] == [("A", 2), ("B", 1)]
     assert (cart.subtotal.amount_minor, cart.subtotal.currency, cart.updated_at) == (250, "EUR", WHEN)
-    mixed = cart_public(user_id="u-1", view=view, prices={"A": (100, "EUR"), "B": (50, "USD")}, up_to_date=True)
+    mixed = cart_public(user_id="u-1", view=view, prices={"A": EUR_100, "B": Price(50, "USD", True)}, up_to_date=True)
     assert mixed.subtotal is None
-    gone = cart_public(user_id="u-1", view=view, prices={"A": (100, "EUR")}, up_to_date=False)
+    gone = cart_public(user_id="u-1", view=view, prices={"A": EUR_100}, up_to_date=False)
     assert gone.items[1].unit_price is None and gone.subtotal is None and not gone.up_to_date
     never = cart_public(user_id="u-2", view=None, prices={}, up_to_date=True)
     assert (never.status, never.items, never.updated_at) == (CartStatus.OPEN, [], None)
