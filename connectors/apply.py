@@ -59,6 +59,13 @@ def load(path: Path) -> Connector:
     return Connector(doc["name"], config, path)
 
 
+def headline(trace: str) -> str:
+    """The line of a Java trace that says what went wrong: its root cause (the last "Caused by:")."""
+    lines = [line.strip() for line in trace.strip().splitlines()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    return causes[-1] if causes else (lines[0] if lines else "(no trace)")
+
+
 def declared() -> list[Connector]:
     return [load(p) for p in sorted(CONNECTORS_DIR.glob("*.json"))]
 
@@ -118,7 +125,7 @@ class ConnectClient:
                 if failed:
                     trace = failed[0].get("trace", "(no trace)")
                     raise ConnectorError(
-                        f"{name} FAILED: {trace.strip().splitlines()[0]}\n{trace}\n"
+                        f"{name} FAILED: {headline(trace)}\n{trace}\n"
                         f"fix the config in connectors/{name}.json and run `shopflow connectors apply` again"
                     )
                 tasks = status.get("tasks", [])

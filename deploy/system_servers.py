@@ -92,6 +92,8 @@ class Postgres(Server):
             str(self._bin / "postgres"), "-D", str(self._pgdata), "-p", str(s.postgres_port),
             "-c", f"listen_addresses={s.host}",
             "-c", f"unix_socket_directories={self._socket_dir}",
+            # Shown in `ps` and by SHOW cluster_name: which stack a postgres process belongs to.
+            "-c", f"cluster_name={s.stack_name}",
             "-c", "wal_level=logical",
             "-c", "max_wal_senders=10",
             "-c", "max_replication_slots=10",
@@ -100,6 +102,7 @@ class Postgres(Server):
         ])
 
     def ready(self) -> bool:
+        # psql goes through this stack's private socket dir: a server answering is this stack's.
         return port_open(self.settings.host, self.port) and self._psql("SELECT 1").returncode == 0
 
     def _psql(self, script: str, variables: dict[str, str] | None = None,
@@ -173,6 +176,8 @@ class Redis(Server):
         import redis
 
         try:
-            return bool(redis.Redis(host=self.settings.host, port=self.port, socket_timeout=1).ping())
+            # The server answering is this stack's: it keeps its data in this stack's folder.
+            answer = redis.Redis(host=self.settings.host, port=self.port, socket_timeout=1).config_get("dir")
         except redis.RedisError:
             return False
+        return Path(answer.get("dir") or "") == self.data_dir.resolve()

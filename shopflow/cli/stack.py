@@ -51,14 +51,26 @@ def stack_down() -> None:
 
 
 @stack_app.command("status")
-def stack_status(as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON.")) -> None:
-    """One row per server: name, version, port, pid, up/down, RSS. Exits 1 if any is down."""
-    rows = _stack().status()
+def stack_status(as_json: bool = typer.Option(False, "--json", help="Print servers and problems as JSON.")) -> None:
+    """One row per server (version, port, pid, state, RSS), then what is wrong with the data they hold.
+
+    Exits 1 when a server is down, 2 when all are up but a problem was found (each with its repair).
+    """
+    from shopflow.deploy.health import problems
+
+    st = _stack()
+    rows = st.status()
+    found = problems(st.settings, {r.name for r in rows if r.up})
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        typer.echo(json.dumps({"servers": [asdict(r) for r in rows], "problems": [asdict(p) for p in found]},
+                              indent=2))
     else:
-        print_table(["server", "version", ">port", ">pid", "state", ">rss"],
-                    [(r.name, r.version, r.port, r.pid, "up" if r.up else "down", f"{r.rss_mb:.0f} MB") for r in rows],
-                    footer=["total", "", "", "", "", f"{sum(r.rss_mb for r in rows):.0f} MB"])
+        print_table(["server", "version", ">port", ">pid", "state", ">rss", "note"],
+                    [(r.name, r.version, r.port, r.pid, r.state, f"{r.rss_mb:.0f} MB", r.note) for r in rows],
+                    footer=["total", "", "", "", "", f"{sum(r.rss_mb for r in rows):.0f} MB", ""])
+        for p in found:
+            typer.echo(f"problem  {p.server}: {p.what}\n         fix: {p.fix}")
     if not all(r.up for r in rows):
         raise typer.Exit(1)
+    if found:
+        raise typer.Exit(2)

@@ -7,14 +7,17 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
+from polling import eventually
 
 from shopflow.deploy import StackError
 from shopflow.deploy.fetch import BUNDLES, Bundle, fetch
-from shopflow.deploy.servers import Connect
+from shopflow.deploy.processes import RunState
+from shopflow.deploy.servers import Connect, port_open
 from shopflow.deploy.stack import Stack
 from shopflow.deploy.system_servers import Redis
 from shopflow.settings import Settings
@@ -29,10 +32,12 @@ def _free_port() -> int:
 
 
 def _processes_under(home: Path) -> list[psutil.Process]:
-    """Processes whose command line names the given stack home."""
+    """Processes whose command line names the given stack home or that work in a folder under it
+    (redis-server rewrites its command line to "redis-server host:port")."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        if any(str(home) in part for part in p.info["cmdline"] or []):
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        texts = [*(p.info["cmdline"] or []), p.info["cwd"] or ""]
+        if p.pid != os.getpid() and any(str(home.resolve()) in part or str(home) in part for part in texts):
             found.append(p)
     return found
 
@@ -145,3 +150,121 @@ def test_a_bundle_counts_as_fetched_once_its_copy_completed(tmp_path):
     assert not connect.fetched()  # Debezium's plugin still missing
     copied("debezium")
     assert connect.fetched()
+
+
+# --- identity, the lock, interrupted starts ------------------------------------------------------------
+
+def test_each_home_is_its_own_stack_and_search_never_looks_for_peers(tmp_path):
+    from shopflow.deploy.servers import Search
+
+    one = Settings(home=tmp_path / "one", search_transport_port=9377, postgres_password="unused")
+    other = Settings(home=tmp_path / "other", postgres_password="unused")
+    search = Search("search", one)
+
+    search.prepare()
+
+    assert one.stack_name != other.stack_name
+    assert one.stack_name == Settings(home=tmp_path / "one" / ".." / "one", postgres_password="unused").stack_name
+    yml = (search.data_dir / "node_1" / "config" / "opensearch.yml").read_text()
+    assert "discovery.type: single-node" in yml and "transport.port: 9377" in yml
+    assert search.command()[search.command().index("-clusterName") + 1] == one.stack_name
+
+
+def test_a_second_up_waits_for_the_first_and_says_who_holds_the_stack(redis_only):
+    from shopflow.deploy.lock import StackLock
+
+    st = redis_only()
+    said: list[str] = []
+    st.progress = said.append
+    result: list[list[str]] = []
+    with StackLock(st.settings.run_dir, progress=lambda line: None, timeout_s=5):
+        second = threading.Thread(target=lambda: result.append(st.up()))
+        second.start()
+        eventually(lambda: any(line.startswith("wait") for line in said), what="the second up to wait")
+        assert result == [] and _processes_under(st.settings.home) == []  # nothing starts while held
+    second.join(30)
+
+    assert f"held by pid {os.getpid()}" in next(line for line in said if line.startswith("wait"))
+    assert result == [["redis"]]
+    st.down()
+
+
+def test_a_held_stack_is_refused_after_the_timeout_naming_the_holder(redis_only):
+    from shopflow.deploy.lock import StackLock
+
+    st = redis_only()
+    with StackLock(st.settings.run_dir, progress=lambda line: None, timeout_s=5), \
+            pytest.raises(StackError, match=rf"still held by pid {os.getpid()} .* wait for that command"):
+        StackLock(st.settings.run_dir, progress=lambda line: None, timeout_s=0.5).__enter__()
+
+
+NEVER_READY_UP = """
+import sys
+from shopflow.deploy.stack import Stack
+from shopflow.deploy.system_servers import Redis
+from shopflow.settings import Settings
+
+class NeverReady(Redis):  # a server that hangs in its start: `up` waits on its probe until killed
+    def ready(self):
+        return False
+
+settings = Settings(home=sys.argv[1], redis_port=int(sys.argv[2]), postgres_password="unused", start_timeout_s=600)
+st = Stack(settings, progress=print)
+st.servers = [NeverReady("redis", settings, needs_java=False)]
+st.up()
+"""
+
+
+def test_an_up_killed_during_a_start_leaves_its_pid_file_and_the_next_up_and_down_clean_up(redis_only, tmp_path):
+    st = redis_only()
+    script = tmp_path / "never_ready_up.py"
+    script.write_text(NEVER_READY_UP)
+    interrupted = subprocess.Popen([sys.executable, str(script), str(st.settings.home), str(st.settings.redis_port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = st.settings.run_dir / "redis.json"
+    eventually(lambda: pid_file.exists() and port_open("127.0.0.1", st.settings.redis_port),
+               what="the server spawned and its pid recorded, its readiness still awaited")
+    interrupted.kill()  # SIGKILL: no cleanup of any kind
+    interrupted.wait(10)
+    [orphan] = _processes_under(st.settings.home)
+
+    assert [(r.state, r.pid) for r in st.status()] == [("up", orphan.pid)]  # known as this stack's
+    assert st.up() == []  # the next up adopts it: the server it needed is there and answers
+    st.down()
+    assert _processes_under(st.settings.home) == []
+
+
+def test_a_server_without_its_pid_file_is_recognised_adopted_and_stopped(redis_only):
+    st = redis_only()
+    st.up()
+    [server] = _processes_under(st.settings.home)
+    (st.settings.run_dir / "redis.json").unlink()  # what an `up` killed right after spawning leaves
+
+    [row] = st.status()
+    assert (row.state, row.pid) == ("up", server.pid) and "no pid file" in row.note
+    said: list[str] = []
+    st.progress = said.append
+    assert st.up() == []
+    assert any("adopted (pid" in line for line in said)
+    assert RunState.load(st.settings.run_dir / "redis.json").pid == server.pid
+
+    (st.settings.run_dir / "redis.json").unlink()
+    assert st.down() == ["redis"]  # found by its marks alone
+    assert _processes_under(st.settings.home) == []
+
+
+def test_a_port_held_by_another_stack_is_named_as_that_stack(redis_only, tmp_path):
+    mine = redis_only()
+    other_settings = mine.settings.model_copy(update={"home": tmp_path / "other-home"})
+    other = Stack(other_settings, progress=lambda line: None)
+    other.servers = [Redis("redis", other_settings, needs_java=False)]
+    other.up()
+    try:
+        [row] = mine.status()
+        assert row.state == "down"
+        assert f"the redis server of the ShopFlow stack in {other_settings.home.resolve()}" in row.note
+        with pytest.raises(StackError, match=rf"already in use by the redis server of the ShopFlow stack in "
+                                             rf"{other_settings.home.resolve()}"):
+            mine.up()
+    finally:
+        other.down()
