@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from catalog_pipeline import unique
 
-from shopflow.connectors.apply import CONNECTORS_DIR, ConnectorError, load
+from shopflow.connectors.apply import CONNECTORS_DIR, ConnectorError, headline, load
 
 
 def broken_copy(tmp_path: Path, **overrides: str) -> Path:
@@ -55,6 +55,16 @@ def test_a_malformed_connector_json_is_refused_before_anything_is_sent(tmp_path)
         load(path)
 
 
+@pytest.mark.parametrize(("trace", "expected"), [
+    ("o.a.k.c.errors.ConnectException: wrapped\n\tat A.run\nCaused by: a.B: middle\n\tat B.run\n"
+     "Caused by: c.D: the root\n\tat C.run\n\t... 3 more", "c.D: the root"),
+    ("x.Y: alone\n\tat A.run", "x.Y: alone"),
+    ("", "(no trace)"),
+])
+def test_a_trace_is_headed_by_its_root_cause(trace, expected):
+    assert headline(trace) == expected
+
+
 def test_a_connector_declaration_of_the_wrong_shape_is_refused(tmp_path):
     path = tmp_path / "catalog-outbox.json"
     path.write_text('{"name": "catalog-outbox", "config": {"connector.class": "x", "tasks.max": 1}}')
@@ -85,6 +95,8 @@ def test_a_connector_that_fails_at_start_reports_its_failed_task_and_trace(tmp_p
         connect_client.apply(load(path), timeout_s=60)
 
     message = str(failed.value)
-    assert f"{load(path).name} FAILED: io.debezium.DebeziumException: Creation of replication slot failed" in message
-    assert 'could not access file "decoderbufs"' in message  # the cause, from the trace
+    # The headline is the root cause (the trace's last "Caused by"), not Debezium's wrapper of it.
+    assert f'{load(path).name} FAILED: org.postgresql.util.PSQLException: ERROR: could not access file "decoderbufs"' \
+        in message
+    assert "io.debezium.DebeziumException: Creation of replication slot failed" in message  # the whole trace follows
     assert "shopflow connectors apply" in message  # and what to do next

@@ -58,13 +58,16 @@ def redis_only(tmp_path):
 
 @pytest.mark.integration
 def test_status_json_reports_every_server_up(stack):
-    out = subprocess.run([*SHOPFLOW, "stack", "status", "--json"], capture_output=True, text=True, check=True).stdout
-    rows = json.loads(out)
+    done = subprocess.run([*SHOPFLOW, "stack", "status", "--json"], capture_output=True, text=True)
+    report = json.loads(done.stdout)
 
-    assert [r["name"] for r in rows] == ["postgres", "redis", "kafka", "registry", "connect", "search"]
-    for row in rows:
-        assert row["up"] is True, row
+    assert done.returncode == (2 if report["problems"] else 0)  # 1 only when a server is down
+    assert [r["name"] for r in report["servers"]] == ["postgres", "redis", "kafka", "registry", "connect", "search"]
+    for row in report["servers"]:
+        assert row["up"] is True and row["state"] == "up", row
         assert row["pid"] > 0 and row["rss_mb"] > 0 and row["version"]
+    for problem in report["problems"]:
+        assert problem["fix"], problem  # each finding names its repair
 
 
 @pytest.mark.integration
