@@ -271,3 +271,23 @@ def test_a_port_held_by_another_stack_is_named_as_that_stack(redis_only, tmp_pat
             mine.up()
     finally:
         other.down()
+
+
+@pytest.mark.integration
+def test_a_stack_aimed_at_another_stacks_ports_claims_none_of_its_servers(stack, tmp_path):
+    # Every server, present and future: a checkout whose settings name the suite stack's ports.
+    home = tmp_path / "other-checkout"
+    home.mkdir()
+    (home / "cache").symlink_to(stack.cache_dir.resolve(), target_is_directory=True)  # no download
+    intruder = Stack(stack.model_copy(update={"home": home}), progress=lambda line: None)
+
+    rows = intruder.status()
+
+    assert [r.name for r in rows] == [s.name for s in intruder.servers]
+    for row in rows:
+        assert (row.state, row.pid) == ("down", None), row
+        assert f"server of the ShopFlow stack in {stack.home.resolve()}" in row.note, row
+    with pytest.raises(StackError, match=rf"port {stack.postgres_port} for postgres is already in use by the "
+                                         rf"postgres server of the ShopFlow stack in {stack.home.resolve()}"):
+        intruder.up()
+    assert _processes_under(intruder.settings.home) == []
