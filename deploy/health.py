@@ -2,9 +2,10 @@
 
 A server can answer while what it holds is broken: an index whose primary shard is lost (red), a
 catalog topic missing or a partition without a leader, a connector or task FAILED, a schema not
-registered, a migration not applied. Each such finding is a ``Problem`` that names the command that
-repairs it; ``shopflow stack status`` prints them under its table (and exits 2 when there are any).
-Only servers that are up are examined: a down server is ``stack up``'s business.
+registered, a migration not applied, a registered ShopFlow process that does not answer Prometheus.
+Each such finding is a ``Problem`` that names the command that repairs it; ``shopflow stack status``
+prints them under its table (and exits 2 when there are any). Only servers that are up are examined:
+a down server is ``stack up``'s business.
 """
 
 from __future__ import annotations
@@ -121,12 +122,22 @@ def postgres_problems(settings: Settings) -> list[Problem]:
                     "`shopflow db migrate`")]
 
 
+def prometheus_problems(settings: Settings) -> list[Problem]:
+    targets = httpx.get(f"{settings.prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=5)
+    return [Problem("prometheus", f"{t['labels'].get('job')} at {t['labels'].get('instance')} does not answer its "
+                                  f"scrape: {t.get('lastError') or t['health']}",
+                    "restart that process; a process killed for good leaves its entry in "
+                    f"{settings.targets_dir} until the next ShopFlow process starts")
+            for t in targets.json()["data"]["activeTargets"] if t["health"] == "down"]
+
+
 CHECKS: dict[str, Callable[[Settings], list[Problem]]] = {
     "postgres": postgres_problems,
     "kafka": kafka_problems,
     "registry": registry_problems,
     "connect": connect_problems,
     "search": search_problems,
+    "prometheus": prometheus_problems,
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the machine-level tools the stack runs on, from Debian's packages, only when missing:
-# Java 17 (Kafka, Connect, Apicurio, OpenSearch), Maven (fetches their jars), PostgreSQL 15, Redis.
+# Java 17 (Kafka, Connect, Apicurio, OpenSearch), Maven (fetches their jars), PostgreSQL 15, Redis,
+# Prometheus (and its promtool, which the suite runs on the rules).
 set -euo pipefail
 
 pg_major=$(sed -n 's/^postgresql *= *"\([0-9]*\)".*/\1/p' "$(dirname "$0")/versions.toml")
@@ -9,6 +10,7 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 [ -x "/usr/lib/postgresql/${pg_major}/bin/postgres" ] || missing+=("postgresql-${pg_major}")
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -29,7 +31,9 @@ if command -v pg_lsclusters >/dev/null; then
     pg_ctlcluster "$ver" "$name" stop || true
   done
 fi
-if [[ " ${missing[*]} " == *" redis-server "* ]]; then
-  service redis-server stop >/dev/null 2>&1 || true
-fi
+for service in redis-server prometheus; do
+  if [[ " ${missing[*]} " == *" ${service} "* ]]; then
+    service "$service" stop >/dev/null 2>&1 || true
+  fi
+done
 echo "system packages installed"

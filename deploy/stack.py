@@ -30,7 +30,7 @@ from shopflow.deploy import StackError
 from shopflow.deploy.lock import StackLock
 from shopflow.deploy.processes import RunState, alive, mirakuru_uuid, port_holder, processes_in, root_of, stop, works_in
 from shopflow.deploy.servers import Connect, Kafka, Registry, Search, Server, port_open
-from shopflow.deploy.system_servers import Postgres, Redis
+from shopflow.deploy.system_servers import Postgres, Prometheus, Redis
 from shopflow.settings import Settings, ensure_local_secret
 
 Progress = Callable[[str], None]
@@ -89,6 +89,7 @@ def all_servers(settings: Settings) -> list[Server]:
         Registry("registry", settings),  # stores schemas in PostgreSQL
         Connect("connect", settings),  # needs Kafka; captures PostgreSQL
         Search("search", settings),
+        Prometheus("prometheus", settings, needs_java=False),  # scrapes the ShopFlow processes, not the servers
     ]
 
 
@@ -137,7 +138,7 @@ class Stack:
         for server in self.servers:
             # Said only when there is something to download: a cached fetch is silent (`make demo` runs it each time).
             if not server.fetched():
-                self.progress(f"fetch  {server.name:<9} {server.version} ...")
+                self.progress(f"fetch  {server.name:<10} {server.version} ...")
             server.fetch()
 
     # -- up ------------------------------------------------------------------------------
@@ -161,18 +162,18 @@ class Stack:
             try:
                 for server in self.servers:
                     if self._serving(server):
-                        self.progress(f"up     {server.name:<9} already running")
+                        self.progress(f"up     {server.name:<10} already running")
                         continue
                     if self._adopt(server):
                         continue
                     self._stop(server)  # what remains of an earlier start: a dead pid, a half-started process
                     self._refuse_taken_port(server)
                     t0 = time.monotonic()
-                    self.progress(f"start  {server.name:<9} port {server.port} ...")
+                    self.progress(f"start  {server.name:<10} port {server.port} ...")
                     started.append(server)
                     self._start(server)
                     server.after_ready()
-                    self.progress(f"up     {server.name:<9} ready in {time.monotonic() - t0:.1f}s")
+                    self.progress(f"up     {server.name:<10} ready in {time.monotonic() - t0:.1f}s")
             except BaseException:
                 for server in reversed(started):
                     self._stop(server)
@@ -202,7 +203,7 @@ class Stack:
         RunState(root.pid, mirakuru_uuid(root), server.port, server.version, root.create_time()).save(
             self._state_path(server))
         server.after_ready()
-        self.progress(f"up     {server.name:<9} adopted (pid {root.pid}, left without a pid file by an "
+        self.progress(f"up     {server.name:<10} adopted (pid {root.pid}, left without a pid file by an "
                       "interrupted `stack up`)")
         return True
 

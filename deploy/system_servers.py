@@ -1,4 +1,4 @@
-"""The stack's servers that come from Debian's packages: PostgreSQL and Redis.
+"""The stack's servers that come from Debian's packages: PostgreSQL, Redis and Prometheus.
 
 Installed by ``make setup`` (deploy/install-system.sh) rather than fetched; each runs as a
 project-local process on its own data dir, like the Java servers in ``servers.py``.
@@ -12,9 +12,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
+
 from shopflow.deploy import StackError
 from shopflow.deploy.fetch import VERSIONS
 from shopflow.deploy.servers import REGISTRY_DB, Server, port_open
+
+RULES_FILE = Path(__file__).resolve().parent / "prometheus" / "rules.yml"
 
 
 class Postgres(Server):
@@ -181,3 +185,70 @@ class Redis(Server):
         except redis.RedisError:
             return False
         return Path(answer.get("dir") or "") == self.data_dir.resolve()
+
+
+class Prometheus(Server):
+    """Prometheus from Debian's package, scraping every ShopFlow process that runs.
+
+    No hand-kept list of ports: each process registers itself as a file_sd target in
+    ``<home>/run/targets/<job>-<pid>.json`` (shopflow/metrics.py), which Prometheus watches. The
+    configuration is written from settings on every start; the rules are ``deploy/prometheus/rules.yml``.
+    """
+
+    @property
+    def port(self) -> int:
+        return self.settings.prometheus_port
+
+    @property
+    def version(self) -> str:
+        out = subprocess.run(["prometheus", "--version"], capture_output=True, text=True)
+        # "prometheus, version 2.42.0+ds (branch: ..."
+        words = (out.stdout or out.stderr).split()
+        return words[2] if len(words) > 2 else "?"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "prometheus.yml"
+
+    def fetch(self) -> None:
+        if shutil.which("prometheus") is None:
+            raise StackError("prometheus is not installed: run `make setup` (apt-get install prometheus) and retry")
+
+    def config(self) -> dict:
+        s = self.settings
+        interval = f"{s.prometheus_scrape_interval_s:g}s"
+        return {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval,
+                       "external_labels": {"stack": s.stack_name}},
+            "rule_files": [str(RULES_FILE)],
+            "scrape_configs": [
+                {"job_name": "prometheus", "static_configs": [{"targets": [f"{s.host}:{s.prometheus_port}"]}]},
+                # Each file names its process's job (worker, edge, monitor, ...) in its labels.
+                {"job_name": "shopflow", "file_sd_configs": [
+                    {"files": [str(s.targets_dir / "*.json")], "refresh_interval": interval}]},
+            ],
+        }
+
+    def prepare(self) -> None:
+        import yaml
+
+        (self.data_dir / "tsdb").mkdir(parents=True, exist_ok=True)
+        self.settings.targets_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            "# Written by `shopflow stack up` (deploy/system_servers.py) on every start: edit settings, not this.\n"
+            + yaml.safe_dump(self.config(), sort_keys=False))
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return ["prometheus", f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                f"--storage.tsdb.retention.time={s.prometheus_retention}",
+                f"--web.listen-address={s.host}:{s.prometheus_port}", "--web.enable-lifecycle",
+                "--log.level=warn"]
+
+    def ready(self) -> bool:
+        try:
+            # The server answering runs this stack's configuration (its external label names the stack).
+            answer = httpx.get(f"{self.settings.prometheus_url}/api/v1/status/config", timeout=2)
+            return answer.status_code == 200 and self.settings.stack_name in answer.json()["data"]["yaml"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False

@@ -18,7 +18,7 @@ from shopflow.deploy import StackError
 from shopflow.deploy.fetch import BUNDLES, Bundle, fetch
 from shopflow.deploy.processes import RunState
 from shopflow.deploy.servers import Connect, port_open
-from shopflow.deploy.stack import Stack
+from shopflow.deploy.stack import Stack, all_servers
 from shopflow.deploy.system_servers import Redis
 from shopflow.settings import Settings
 
@@ -62,7 +62,7 @@ def test_status_json_reports_every_server_up(stack):
     report = json.loads(done.stdout)
 
     assert done.returncode == (2 if report["problems"] else 0)  # 1 only when a server is down
-    assert [r["name"] for r in report["servers"]] == ["postgres", "redis", "kafka", "registry", "connect", "search"]
+    assert [r["name"] for r in report["servers"]] == [s.name for s in all_servers(stack)]
     for row in report["servers"]:
         assert row["up"] is True and row["state"] == "up", row
         assert row["pid"] > 0 and row["rss_mb"] > 0 and row["version"]
@@ -203,7 +203,7 @@ def test_a_held_stack_is_refused_after_the_timeout_naming_the_holder(redis_only)
 
 NEVER_READY_UP = """
 import sys
-from shopflow.deploy.stack import Stack
+from shopflow.deploy.stack import Stack, all_servers
 from shopflow.deploy.system_servers import Redis
 from shopflow.settings import Settings
 

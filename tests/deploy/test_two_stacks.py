@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from polling import eventually
 
 from shopflow.deploy.servers import Search
+from shopflow.deploy.stack import all_servers
 from shopflow.deploy.system_servers import Postgres
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
@@ -54,9 +55,8 @@ class SecondStack:
         home.mkdir(parents=True)
         # The jars are shared (read-only); nothing else is.
         (home / "cache").symlink_to(main.cache_dir.resolve(), target_is_directory=True)
-        ports = {name: _free_port() for name in (
-            "kafka_port", "kafka_controller_port", "registry_port", "connect_port", "postgres_port", "redis_port",
-            "search_transport_port")}
+        ports = {name: _free_port() for name in Settings.model_fields
+                 if name.endswith("_port") and name not in ("search_port", "worker_port", "api_port")}
         ports["search_port"] = _free_port(range(9201, 9300))
         self.values = {"home": str(home), **ports, "postgres_password": uuid.uuid4().hex}
         self.settings = Settings(**self.values)
@@ -99,12 +99,13 @@ def test_two_concurrent_ups_end_with_one_stack_and_no_error(second_stack):
     print("\n".join(f"--- stack up #{i + 1} ---\n{out}" for i, out in enumerate(outputs)))
 
     assert [rc for rc, _ in second_stack.concurrent_ups] == [0, 0], outputs
-    assert sorted(out.strip().splitlines()[-1].split("(")[1] for out in outputs) == ["0 started)", "6 started)"]
+    servers = [server.name for server in all_servers(second_stack.settings)]
+    assert sorted(out.strip().splitlines()[-1].split("(")[1] for out in outputs) == [
+        "0 started)", f"{len(servers)} started)"]
     waited = next(out for out in outputs if "0 started" in out)
     assert "the stack is busy: held by pid" in waited
     rc, status = second_stack.status()
-    assert [(s["name"], s["state"]) for s in status["servers"]] == [
-        (name, "up") for name in ("postgres", "redis", "kafka", "registry", "connect", "search")]
+    assert [(s["name"], s["state"]) for s in status["servers"]] == [(name, "up") for name in servers]
     for server in status["servers"]:  # one process per server, the one its pid file names
         holders = {c.pid for c in psutil.net_connections("inet")
                    if c.laddr and c.laddr.port == server["port"] and c.status == psutil.CONN_LISTEN}
@@ -186,7 +187,8 @@ def test_two_stacks_share_nothing(stack, second_stack):
 def test_a_red_index_and_missing_topics_are_reported_with_their_repair(second_stack):
     settings = second_stack.settings
     # A primary that cannot be placed: what a lost shard copy looks like to the cluster.
-    httpx.put(f"{settings.search_url}/products", timeout=30, json={"settings": {
+    # wait_for_active_shards=0: the primary will never start, so creating it must not wait for it.
+    httpx.put(f"{settings.search_url}/products", params={"wait_for_active_shards": "0"}, timeout=30, json={"settings": {
         "index.routing.allocation.require._name": "no-such-node", "number_of_replicas": 0}}).raise_for_status()
 
     rc, status = second_stack.status()
