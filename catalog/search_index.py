@@ -23,6 +23,15 @@ The index's settings and mapping are data in the repo (``catalog/search_index.js
 Writes come from the search indexer (``streams/indexer.py``) with ``version_type=external`` and the
 event's version: a duplicate or late event gets a version conflict and changes nothing.
 The queries it answers are built by ``shopflow.catalog.search``.
+
+Readers and writers address ``products`` (``DEFAULT_INDEX``), an alias over one concrete index, a
+*generation* (``products-initial``, then ``products-<UTC stamp>``), so the index can be rebuilt beside
+the live one and swapped in with one atomic ``_aliases`` call (``shopflow search rebuild``,
+``streams/search_rebuild.py``). ``ensure_index()`` makes the alias on a fresh stack too, so every stack
+has the same shape; a stack from before the alias has a concrete ``products``, which the first rebuild
+replaces by the alias in that same call. The first generation's name is fixed, not stamped: the
+indexer's two feeds and the edge ensure the index at the same moment on start, and a fixed name makes
+the losers of that race find the winner's index instead of adding their own under the alias.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +47,7 @@ from typing import Any, Final
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, RequestError, TransportError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from shopflow.catalog.search import (
     IS_PRODUCT,
@@ -56,6 +66,8 @@ from shopflow.settings import Settings
 
 INDEX_FILE: Final = Path(__file__).resolve().parent / "search_index.json"
 DEFAULT_INDEX: Final = "products"
+FIRST_GENERATION: Final = "initial"
+READ_ATTEMPTS, READ_PAUSE_S = 4, 0.05
 
 
 class IndexMappingConflict(SearchError):
@@ -66,6 +78,36 @@ class IndexMappingConflict(SearchError):
 
 def index_definition() -> dict[str, Any]:
     return json.loads(INDEX_FILE.read_text())
+
+
+# -- generations behind the alias ------------------------------------------------------------------
+
+
+def generation_name(alias: str, at: datetime) -> str:
+    """A new concrete index for ``alias``, named by when it was made (UTC, to the millisecond)."""
+    return f"{alias}-{at.astimezone(UTC):%Y%m%d-%H%M%S}-{at.microsecond // 1000:03d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """What a name stands for now: the concrete indices behind an alias, or a concrete index of that
+    name (a stack from before the alias), or nothing."""
+
+    name: str
+    indices: tuple[str, ...] = ()
+    concrete: bool = False
+
+
+def switch_actions(current: Generations, new_index: str) -> list[dict[str, Any]]:
+    """The ``_aliases`` actions that point ``current.name`` at ``new_index`` alone, in one atomic call.
+    A concrete index of that name is deleted in the same call (``remove_index``): an alias and an index
+    cannot share a name, and readers must never see neither."""
+    actions: list[dict[str, Any]] = [{"add": {"index": new_index, "alias": current.name}}]
+    if current.concrete:
+        actions.append({"remove_index": {"index": current.name}})
+    else:
+        actions += [{"remove": {"index": old, "alias": current.name}} for old in current.indices if old != new_index]
+    return actions
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -110,7 +152,16 @@ class Delete:
     version: int
 
 
-Write = Upsert | Delete
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """A sku's available units, a ``stock`` child of its product doc; ``version`` grows with every change."""
+
+    sku: str
+    version: int
+    available: int
+
+
+Write = Upsert | Delete | StockLevel
 
 
 class Outcome(StrEnum):
@@ -127,6 +178,19 @@ class WriteResult:
 
 def _transient(status: int) -> bool:
     return status == 429 or status >= 500
+
+
+def _gone(exc: BaseException) -> bool:
+    return isinstance(exc, TransportError) and exc.status_code in (404, 503)
+
+
+def _search_error(exc: TransportError) -> SearchError:
+    """What the callers are told, with what to do where there is something to do."""
+    if isinstance(exc, OSConnectionError | ConnectionTimeout):
+        return SearchError(f"OpenSearch unreachable ({exc}); start it with `shopflow stack up`")
+    if isinstance(exc, RequestError):
+        return InvalidQuery(f"OpenSearch refused the request: {exc.info if exc.info else exc}")
+    return SearchError(f"OpenSearch failed ({exc.status_code}): {exc.error}")
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -149,37 +213,81 @@ class ProductSearch:
     def _call(self, fn: Callable[..., Any], **kw: Any) -> Any:
         try:
             return fn(**kw)
-        except (OSConnectionError, ConnectionTimeout) as exc:
-            raise SearchError(f"OpenSearch unreachable ({exc}); start it with `shopflow stack up`") from None
-        except RequestError as exc:
-            raise InvalidQuery(f"OpenSearch refused the request: {exc.info if exc.info else exc}") from None
         except TransportError as exc:
-            raise SearchError(f"OpenSearch failed ({exc.status_code}): {exc.error}") from None
+            raise _search_error(exc) from None
+
+    def _read(self, fn: Callable[..., Any], **kw: Any) -> Any:
+        """A query, asked again (``READ_ATTEMPTS`` in all) while its index is missing or has no shard to
+        answer: a rebuild's switch replacing a concrete index deletes it in the same call, and for some
+        tens of milliseconds after it queries still reach it and fail; asked again, through the alias,
+        they reach the new generation. A red index fails as before, ``READ_PAUSE_S`` per attempt later."""
+        try:
+            return Retrying(retry=retry_if_exception(_gone), stop=stop_after_attempt(READ_ATTEMPTS),
+                            wait=wait_fixed(READ_PAUSE_S), reraise=True)(fn, **kw)
+        except TransportError as exc:
+            raise _search_error(exc) from None
 
     def ensure_index(self) -> bool:
-        """Create the index from ``search_index.json``, or add new fields to an existing one.
+        """Make the index from ``search_index.json`` (its first generation under the alias), or add new
+        fields to the one there.
 
         Returns True when the index was created. A declared change the live mapping cannot take
-        (a field's type, an analyzer) raises ``IndexMappingConflict``: reindex into a new index.
+        (a field's type, an analyzer) raises ``IndexMappingConflict``: rebuild it (``shopflow search rebuild``).
         """
         definition = index_definition()
         if not self._call(self.client.indices.exists, index=self.index):
+            first = f"{self.index}-{FIRST_GENERATION}"
             try:
-                self.client.indices.create(index=self.index, body=definition)
+                self.client.indices.create(index=first, body={**definition, "aliases": {self.index: {}}})
                 return True
             except RequestError as exc:
-                if exc.error != "resource_already_exists_exception":  # another process won the race
-                    raise InvalidQuery(f"cannot create index {self.index}: {exc.info}") from None
+                if exc.error != "resource_already_exists_exception":
+                    raise InvalidQuery(f"cannot create index {first}: {exc.info}") from None
+                # Another process won the race: its index, under the alias (idempotent).
+                self._call(self.client.indices.put_alias, index=first, name=self.index)
         try:
             self.client.indices.put_mapping(index=self.index, body=definition["mappings"])
         except RequestError as exc:
             raise IndexMappingConflict(
                 f"index {self.index} cannot take the mapping in {INDEX_FILE.name}: {exc.info}; "
-                "create a new index from it and reindex") from None
+                "rebuild it with `shopflow search rebuild`") from None
         return False
 
+    def generations(self) -> Generations:
+        """What ``self.index`` stands for now (read from the cluster state: answers on a red index too)."""
+        if self._call(self.client.indices.exists_alias, name=self.index):
+            found = self._call(self.client.indices.get_alias, name=self.index)
+            return Generations(self.index, tuple(sorted(found)))
+        if self._call(self.client.indices.exists, index=self.index):
+            return Generations(self.index, (self.index,), concrete=True)
+        return Generations(self.index)
+
+    def create_generation(self, name: str) -> ProductSearch:
+        """A new concrete index from the definition, set for bulk loading (no refresh until
+        ``loaded()``), not under any alias yet; its own client view, to fill it."""
+        definition = index_definition()
+        settings = definition.get("settings", {})
+        loading = {**settings, "index": {**settings.get("index", {}), "refresh_interval": "-1"}}
+        self._call(self.client.indices.create, index=name, body={**definition, "settings": loading})
+        return ProductSearch(self.client, name)
+
+    def loaded(self) -> None:
+        """A generation is filled: back to the declared refresh interval, and everything searchable now."""
+        interval = index_definition()["settings"]["index"]["refresh_interval"]
+        self._call(self.client.indices.put_settings, index=self.index, body={"index": {"refresh_interval": interval}})
+        self.refresh()
+
+    def switch_to(self, current: Generations, new_index: str) -> None:
+        """Point the alias at ``new_index`` alone, in one atomic call (see ``switch_actions``)."""
+        self._call(self.client.indices.update_aliases, body={"actions": switch_actions(current, new_index)})
+
     def delete_index(self) -> None:
-        self.client.indices.delete(index=self.index, ignore_unavailable=True)
+        """Delete the index, or every generation behind the alias (an alias cannot be deleted by name)."""
+        self.delete_generations(self.generations().indices)
+
+    def delete_generations(self, indices: Sequence[str]) -> None:
+        if indices:
+            self._call(self.client.indices.delete, index=",".join(indices), ignore_unavailable=True)
 
     def refresh(self) -> None:
         self._call(self.client.indices.refresh, index=self.index)
@@ -195,9 +303,13 @@ class ProductSearch:
             return []
         body: list[dict[str, Any]] = []
         for w in writes:
-            meta = {"_index": self.index, "_id": w.sku, "version": w.version, "version_type": "external"}
+            meta: dict[str, Any] = {"_index": self.index, "_id": w.sku, "version": w.version,
+                                    "version_type": "external"}
             if isinstance(w, Upsert):
                 body += [{"index": meta}, w.document]
+            elif isinstance(w, StockLevel):
+                body += [{"index": {**meta, "_id": f"stock-{w.sku}", "routing": w.sku}},
+                         {"relation": {"name": "stock", "parent": w.sku}, "available": w.available}]
             else:
                 body.append({"delete": meta})
         params = {"refresh": str(refresh).lower() if isinstance(refresh, bool) else refresh}
@@ -220,18 +332,10 @@ class ProductSearch:
     def set_stock(self, sku: str, available: int, version: int, *, refresh: str | bool = False) -> bool:
         """Record a sku's available units (for the in-stock filter). For the inventory side: ``version``
         must increase with every change of that sku's stock; an older one is ignored (returns False)."""
-        try:
-            self.client.index(
-                index=self.index, id=f"stock-{sku}", body={"relation": {"name": "stock", "parent": sku},
-                                                          "available": available},
-                params={"routing": sku, "version": version, "version_type": "external",
-                        "refresh": str(refresh).lower() if isinstance(refresh, bool) else refresh},
-            )
-        except TransportError as exc:
-            if exc.status_code == 409:
-                return False
-            raise SearchError(f"OpenSearch failed to record stock of {sku}: {exc}") from None
-        return True
+        result, = self.apply([StockLevel(sku, version, available)], refresh=refresh)
+        if result.outcome is Outcome.REJECTED:
+            raise SearchError(f"OpenSearch refused the stock of {sku}: {result.detail}")
+        return result.outcome is Outcome.APPLIED
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -241,11 +345,11 @@ class ProductSearch:
         return {**r["_source"], "_version": r["_version"]} if r.get("found") else None
 
     def count(self) -> int:
-        return self._call(self.client.count, index=self.index, body={"query": IS_PRODUCT})["count"]
+        return self._read(self.client.count, index=self.index, body={"query": IS_PRODUCT})["count"]
 
     def search(self, query: SearchQuery) -> SearchResult:
         body = build_request(query)
-        r = self._call(self.client.search, index=self.index, body=body)
+        r = self._read(self.client.search, index=self.index, body=body)
         raw_hits = r["hits"]["hits"]
         hits = [search_hit(h) for h in raw_hits]
         next_cursor = encode_cursor(query, raw_hits[-1]["sort"]) if len(raw_hits) == query.size else None
@@ -269,7 +373,7 @@ class ProductSearch:
                     **completion, "fuzzy": {"fuzziness": "AUTO", "prefix_length": 1}}},
             },
         }
-        r = self._call(self.client.search, index=self.index, body=body)
+        r = self._read(self.client.search, index=self.index, body=body)
         out: dict[str, Suggestion] = {}
         # One product may come through several inputs and through both suggesters: keep its first.
         for name in ("exact", "fuzzy"):
@@ -290,7 +394,7 @@ class ProductSearch:
             body: dict[str, Any] = {"query": query, "size": 1000, "sort": [{"sku": "asc"}], "_source": ["version"]}
             if after:
                 body["search_after"] = after
-            hits = self._call(self.client.search, index=self.index, body=body)["hits"]["hits"]
+            hits = self._read(self.client.search, index=self.index, body=body)["hits"]["hits"]
             if not hits:
                 return out
             out.update((h["_id"], h["_source"]["version"]) for h in hits)

@@ -18,6 +18,8 @@ that fails (OpenSearch, the broker or the registry away) is retried with backoff
 New skus reaching the inventory with zero stock is the inventory agent's job (it listens to
 ``catalog.products`` itself). The other way round, ``run_stock`` feeds each sku's available units from
 the inventory table's changelog into the index for the in-stock filter; ``shopflow indexer`` runs both.
+``shopflow search rebuild`` (``streams/search_rebuild.py``) replays the same two inputs through the same
+decoding and writes (``Indexer.index`` and ``stock_level``) into a new index.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import json
 import logging
 import signal
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,8 +47,18 @@ from tenacity import (
 
 from shopflow.catalog.cache import invalidate_cached_products
 from shopflow.catalog.search import SearchError
-from shopflow.catalog.search_index import DEFAULT_INDEX, Delete, Outcome, ProductSearch, Upsert, Write, product_document
+from shopflow.catalog.search_index import (
+    DEFAULT_INDEX,
+    Delete,
+    Outcome,
+    ProductSearch,
+    StockLevel,
+    Upsert,
+    Write,
+    product_document,
+)
 from shopflow.kafka import producer_config
+from shopflow.metrics import BatchFeed, expose
 from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.deadletter import DeadLetter, SourceRecord, dead_letter, decode_or_dead_letter, header_pairs
@@ -114,6 +128,13 @@ class Indexer:
     def process_batch(self, records: Sequence[SourceRecord]) -> BatchResult:
         """Index, dead-letter and invalidate one batch. Raises ``SearchError`` / ``KafkaException`` on a
         failure worth retrying; the batch may then be processed again as a whole (it is idempotent)."""
+        result = self.index(records)
+        self._send_dead_letters(result.dead_letters)
+        self._invalidate(result.versions)
+        return result
+
+    def index(self, records: Sequence[SourceRecord]) -> BatchResult:
+        """Decode and apply one batch, and nothing else: its dead letters are returned, not sent."""
         result = BatchResult()
         writes: list[Write] = []
         sources: list[SourceRecord] = []
@@ -138,8 +159,6 @@ class Indexer:
             else:
                 result.stale += 1
             result.versions[write.sku] = max(write.version, result.versions.get(write.sku, 0))
-        self._send_dead_letters(result.dead_letters)
-        self._invalidate(result.versions)
         return result
 
     def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -225,10 +244,12 @@ def run(settings: Settings, stop_event: StopSignal, *, topic: str = CATALOG_PROD
         search.ensure_index()
         consumer.subscribe([topic])
         log.info("search indexer: %s -> index %s (group %s)", topic, index, group_id)
+        feed = BatchFeed("search-products")
         while not stop_event.is_set():
             batch = _next_batch(consumer, batch_size)
             if not batch:
                 continue
+            started = time.perf_counter()
             result = _apply_until_done(indexer, batch, stop_event)
             if result is None:  # stopped before the batch went through: not committed, replayed next time
                 break
@@ -237,6 +258,8 @@ def run(settings: Settings, stop_event: StopSignal, *, topic: str = CATALOG_PROD
             except KafkaException as exc:
                 # Partitions moved to another member meanwhile: it replays them, idempotently.
                 log.warning("offset commit failed (%s); the batch will be replayed", exc)
+            feed.batch(time.perf_counter() - started, {"applied": result.applied, "stale": result.stale,
+                                                       "dead-lettered": len(result.dead_letters)})
             if on_batch is not None:
                 on_batch(result)
     finally:
@@ -301,24 +324,37 @@ def run_stock(settings: Settings, stop_event: StopSignal, *, topic: str | None =
     try:
         search.ensure_index()
         consumer.subscribe([topic or changelog_topic(INVENTORY_TABLE)])
+        feed = BatchFeed("search-stock")
         while not stop_event.is_set():
             batch = _next_batch(consumer, BATCH_SIZE)
-            for msg in batch:
-                key, value, offset = msg.key(), msg.value(), msg.offset()
-                if key is None or value is None or offset is None or is_reservation_key(key.decode()):
-                    continue  # an order line's reservation row: the sku's own record carries its counts
-                try:
-                    state = json.loads(value)
-                    available = int(state["on_hand"]) - int(state["reserved"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("stock record %s[%d]@%d skipped: %s", msg.topic(), msg.partition(), offset, exc)
-                    continue
-                search.set_stock(key.decode(), available, offset + 1, refresh=refresh)
+            started = time.perf_counter()
+            levels = [level for level in map(stock_level, batch) if level is not None]
+            outcomes: Counter[str] = Counter()
+            for level, outcome in zip(levels, search.apply(levels, refresh=refresh), strict=True):
+                outcomes[outcome.outcome.value] += 1
+                if outcome.outcome is Outcome.REJECTED:
+                    log.warning("stock of %s refused by the index: %s", level.sku, outcome.detail)
             if batch:
                 consumer.commit(offsets=_commit_offsets(batch), asynchronous=False)
+                feed.batch(time.perf_counter() - started, outcomes)
     finally:
         consumer.close()
         search.close()
+
+
+def stock_level(msg: Message) -> StockLevel | None:
+    """A sku's available units from an inventory changelog record, versioned by the record's offset;
+    None for an order line's reservation row (the sku's own record carries its counts) or a bad record."""
+    key, value, offset = msg.key(), msg.value(), msg.offset()
+    if key is None or value is None or offset is None or is_reservation_key(key.decode()):
+        return None
+    try:
+        state = json.loads(value)
+        available = int(state["on_hand"]) - int(state["reserved"])
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("stock record %s[%d]@%d skipped: %s", msg.topic(), msg.partition(), offset, exc)
+        return None
+    return StockLevel(key.decode(), offset + 1, available)
 
 
 def main(settings: Settings) -> None:
@@ -326,6 +362,7 @@ def main(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    expose(settings, "indexer")
     stock = threading.Thread(target=run_stock, args=(settings, stop), name="stock-feed", daemon=True)
     stock.start()
     run(settings, stop)

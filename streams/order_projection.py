@@ -3,6 +3,8 @@
 OrderPlaced, OrderConfirmed and OrderCancelled become one row per order (status, lines, total,
 cancel reason, timestamps), which the edge serves for ``GET /v1/orders``. ``shopflow projection``
 runs it; any number of copies can run in one consumer group (partitions spread across them).
+``shopflow projection rebuild`` (``streams.projection_rebuild``) fills a shadow copy with the same
+``handle``/``apply`` and swaps it in.
 
 Guarantees, without Kafka transactions:
 - each event is applied once: its ``event_id`` goes into ``orders_view_events`` in the same
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import signal
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_excepti
 
 from shopflow.db import connect, migrate
 from shopflow.kafka import producer_config
+from shopflow.metrics import BatchFeed, expose
 from shopflow.schemas import load_schema
 from shopflow.schemas.codec import AvroCodec, CodecError
 from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_or_dead_letter
@@ -85,11 +91,34 @@ def change_of(event: OrderPlaced | OrderConfirmed | OrderCancelled) -> Change:
     raise TypeError(f"not an orders event: {type(event).__name__}")
 
 
-_MARK = "INSERT INTO orders_view_events (event_id, order_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
-# One statement for every event: fields an event does not carry are NULL and keep what the row has;
-# status, reason and detail change only when the status moves forward.
-_UPSERT = """
-INSERT INTO orders_view AS v (order_id, user_id, status, status_rank, lines, total_minor, currency, reason,
+@dataclass(frozen=True, slots=True)
+class ViewTables:
+    """Where changes are written: the live read model, or the shadow copy a rebuild fills
+    (``streams.projection_rebuild``). Only the live tables' changes are NOTIFYed: no one reads a shadow."""
+
+    view: str = "orders_view"
+    events: str = "orders_view_events"
+    notifies: bool = True
+
+    def __post_init__(self) -> None:
+        # Table names are spliced into the statements (identifiers cannot be parameters): plain ones only.
+        for name in (self.view, self.events):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+                raise ValueError(f"not a plain table name: {name!r}")
+
+
+LIVE_TABLES = ViewTables()
+
+
+@functools.cache
+def statements(tables: ViewTables) -> tuple[str, str]:
+    """The mark (event applied once) and the upsert (status forward only) of one change, for ``tables``."""
+    mark = (f"INSERT INTO {tables.events} (event_id, order_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING 1")
+    # One statement for every event: fields an event does not carry are NULL and keep what the row has;
+    # status, reason and detail change only when the status moves forward.
+    upsert = f"""
+INSERT INTO {tables.view} AS v (order_id, user_id, status, status_rank, lines, total_minor, currency, reason,
                               detail, payment_id, created_at, updated_at, last_event_id)
 VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '[]'::jsonb), $6, $7, $8, $9, $10, $11, $11, $12)
 ON CONFLICT (order_id) DO UPDATE SET
@@ -107,19 +136,23 @@ ON CONFLICT (order_id) DO UPDATE SET
     updated_at  = GREATEST(v.updated_at, EXCLUDED.updated_at),
     last_event_id = EXCLUDED.last_event_id
 """
+    return mark, upsert
 
 
-async def apply(conn: asyncpg.Connection, change: Change) -> bool:
-    """Apply one change in its own transaction; False when its event was applied before."""
+async def apply(conn: asyncpg.Connection, change: Change, tables: ViewTables = LIVE_TABLES) -> bool:
+    """Apply one change in its own transaction (a savepoint inside the caller's); False when its event
+    was applied before."""
+    mark, upsert = statements(tables)
     async with conn.transaction():
-        if await conn.fetchval(_MARK, change.event_id, change.order_id) is None:
+        if await conn.fetchval(mark, change.event_id, change.order_id) is None:
             return False
         await conn.execute(
-            _UPSERT, change.order_id, change.user_id, change.status, ORDER_STATUS_RANK[change.status], change.lines,
+            upsert, change.order_id, change.user_id, change.status, ORDER_STATUS_RANK[change.status], change.lines,
             change.total_minor, change.currency, change.reason, change.detail, change.payment_id,
             change.occurred_at, change.event_id,
         )
-        await conn.execute("SELECT pg_notify($1, $2)", ORDERS_VIEW_CHANNEL, change.order_id)
+        if tables.notifies:
+            await conn.execute("SELECT pg_notify($1, $2)", ORDERS_VIEW_CHANNEL, change.order_id)
     return True
 
 
@@ -137,6 +170,18 @@ def record_name(codec: AvroCodec, value: bytes | None) -> str | None:
     return name if "." in name or "namespace" not in schema else f"{schema['namespace']}.{name}"
 
 
+def consumer_config(settings: Settings, group_id: str) -> dict[str, object]:
+    """How the orders topic is read into the read model, live or by a rebuild: offsets committed by hand."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        # Events the orders agent wrote in an aborted Kafka transaction never reach the read model.
+        "isolation.level": "read_committed",
+    }
+
+
 class OrderProjection:
     def __init__(self, settings: Settings, codec: AvroCodec, *, topic: str = ORDERS.name, group_id: str = GROUP_ID,
                  batch_size: int = 500):
@@ -147,8 +192,9 @@ class OrderProjection:
         self.batch_size = batch_size
         self.counts = {"applied": 0, "duplicate": 0, "dead-lettered": 0}
 
-    async def handle(self, conn: asyncpg.Connection, msg: Message) -> DeadLetter | None:
-        """Apply one record; the dead letter to produce when it cannot be decoded or applied."""
+    async def handle(self, conn: asyncpg.Connection, msg: Message,
+                     tables: ViewTables = LIVE_TABLES) -> DeadLetter | None:
+        """Apply one record to ``tables``; the dead letter to produce when it cannot be decoded or applied."""
         name = record_name(self.codec, msg.value())
         reader = load_schema(name) if name in HANDLED else None
         decoded, letter = decode_or_dead_letter(self.codec, msg, reader)
@@ -161,34 +207,26 @@ class OrderProjection:
         except (KeyError, TypeError, ValueError) as exc:
             return dead_letter(msg, "unprocessable", f"{name}: {exc!r}")
         try:
-            applied = await apply(conn, change)
+            applied = await apply(conn, change, tables)
         except asyncpg.DataError as exc:  # e.g. a NUL byte in a string: this record can never be stored
             return dead_letter(msg, "unprocessable", f"{name}: {exc}")
         self.counts["applied" if applied else "duplicate"] += 1
         return None
 
-    def _consumer(self) -> Consumer:
-        return Consumer({
-            "bootstrap.servers": self.settings.bootstrap_servers,
-            "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            # Events the orders agent wrote in an aborted Kafka transaction never reach the read model.
-            "isolation.level": "read_committed",
-        })
-
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set. Errors reaching PostgreSQL or Kafka propagate (restart from offsets)."""
         conn = await connect(self.settings, application_name=GROUP_ID)
-        consumer = self._consumer()
+        consumer = Consumer(consumer_config(self.settings, self.group_id))
         dlq = Producer(producer_config(self.settings.bootstrap_servers, GROUP_ID))
         try:
             await migrate(conn)
             consumer.subscribe([self.topic])
+            feed = BatchFeed("orders-view")
             while not stop.is_set():
                 messages = await asyncio.to_thread(consumer.consume, self.batch_size, 0.5)
                 if not messages:
                     continue
+                started, before = time.perf_counter(), dict(self.counts)
                 failures: list[str] = []
 
                 def delivered(err: KafkaError | None, _msg: Message, failures: list[str] = failures) -> None:
@@ -214,6 +252,7 @@ class OrderProjection:
                 if failures:
                     raise RuntimeError(f"dead letters not delivered: {failures[0]}")
                 await asyncio.to_thread(consumer.commit, asynchronous=False)
+                feed.batch(time.perf_counter() - started, {k: n - before[k] for k, n in self.counts.items()})
         finally:
             await asyncio.to_thread(consumer.close)
             dlq.flush(5)
@@ -227,6 +266,7 @@ def main(settings: Settings | None = None) -> None:
 
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    expose(settings, "projection")
 
     async def forever() -> None:
         stop = asyncio.Event()

@@ -124,12 +124,33 @@ def indexer() -> None:
     main(get_settings())
 
 
-@app.command("projection")
-def projection() -> None:
-    """Keep the orders read model in PostgreSQL in step with the orders topic (runs until interrupted)."""
-    from shopflow.streams.order_projection import main
+# A group whose callback runs the projection when no subcommand follows: `shopflow projection` stays the
+# process the launcher and the demo start; `shopflow projection rebuild` is the repair.
+projection_app = typer.Typer(help="The orders read model (orders_view in PostgreSQL), fed by the orders topic.")
+app.add_typer(projection_app, name="projection")
 
-    main(get_settings())
+
+@projection_app.callback(invoke_without_command=True)
+def projection(ctx: typer.Context) -> None:
+    """Keep the orders read model in PostgreSQL in step with the orders topic (runs until interrupted)."""
+    if ctx.invoked_subcommand is None:
+        from shopflow.streams.order_projection import main
+
+        main(get_settings())
+
+
+@projection_app.command("rebuild")
+def projection_rebuild(
+    keep_expired: bool = typer.Option(False, "--keep-expired", help=(
+        "When retention has expired the topic's oldest events: keep those orders as the read model has them.")),
+) -> None:
+    """Build orders_view again from the orders topic and swap it in; readers and the projection go on."""
+    from shopflow.streams.projection_rebuild import RebuildError, main
+
+    try:
+        main(get_settings(), keep_expired=keep_expired)
+    except RebuildError as exc:
+        fail(exc)
 
 
 @app.command("replay")

@@ -55,6 +55,20 @@ def connectors_status() -> None:
     print_table(["connector", "state", "tasks"], rows)
 
 
+@connectors_app.command("restart")
+def connectors_restart(name: str) -> None:
+    """Restart a connector and its tasks (after fixing what made them FAILED) and wait until RUNNING."""
+    from shopflow.connectors.apply import ConnectorError
+
+    client = _connect_client()
+    try:
+        client.restart(name)
+        client.wait_running(name)
+    except ConnectorError as exc:
+        fail(exc)
+    typer.echo(f"{name}: restarted, RUNNING")
+
+
 @connectors_app.command("delete")
 def connectors_delete(name: str) -> None:
     """Delete a connector from the worker (its declaration stays in connectors/)."""
@@ -75,6 +89,51 @@ def search_ensure_index() -> None:
 
     created = ProductSearch.connect(get_settings()).ensure_index()
     typer.echo("index created" if created else "index already there")
+
+
+@search_app.command("rebuild")
+def search_rebuild(
+    alias: str = typer.Option("products", help="The alias readers and the indexer use (tests: a throwaway one)."),
+    topic: str = typer.Option("catalog.products", help="The compacted catalog topic to rebuild from."),
+    stock_topic: str = typer.Option(None, help="The inventory changelog (default: the inventory table's)."),
+) -> None:
+    """Recreate the product index from the catalog topic and the stock changelog, then switch the alias to
+    it: searches keep answering throughout. Repairs a red index (a lost shard) and a changed mapping."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from shopflow.catalog.search import SearchError
+    from shopflow.schemas.registry import RegistryError
+    from shopflow.streams.search_rebuild import Rebuild, RebuildError, SwitchedUnfinished, rebuild
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def show(state: Rebuild) -> None:
+            for source in (state.products, state.stock):
+                task = tasks.get(source.topic)
+                if task is None:
+                    task = tasks[source.topic] = bars.add_task(source.topic, detail="")
+                bars.update(task, description=f"{state.phase:<14} {source.topic}", completed=source.read,
+                            total=max(source.end, source.read), detail=(
+                                f"indexed {source.indexed:,}  stale {source.stale:,}  skipped {source.skipped:,}"))
+
+        try:
+            done = rebuild(get_settings(), alias=alias, topic=topic, stock_topic=stock_topic, on_progress=show)
+        except SwitchedUnfinished as exc:
+            fail(exc)
+        except (RebuildError, SearchError, RegistryError) as exc:
+            fail(RuntimeError(f"{exc} (nothing switched: searches still read {alias} as it was)"))
+    replaced = done.replaced
+    was = ("nothing" if replaced is None or not replaced.indices
+           else f"the concrete index {alias} (now deleted)" if replaced.concrete
+           else ", ".join(replaced.indices) + " (deleted)")
+    typer.echo(f"{alias} -> {done.index} in {done.seconds:.1f}s; it stood for {was}")
+    print_table(["source", ">read", ">indexed", ">stale", ">skipped"],
+                [(s.topic, f"{s.read:,}", f"{s.indexed:,}", f"{s.stale:,}", f"{s.skipped:,}")
+                 for s in (done.products, done.stock)])
 
 
 @users_app.command("create-admin")
