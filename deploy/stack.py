@@ -25,6 +25,7 @@ import mirakuru.base
 import psutil
 from mirakuru import Executor, SimpleExecutor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from shopflow.deploy import StackError
 from shopflow.deploy.lock import StackLock
@@ -194,17 +195,37 @@ class Stack:
             server.data_dir.resolve())
 
     def _adopt(self, server: Server) -> bool:
-        """A ready server of this stack left without a pid file (an interrupted `up`) gets one again."""
-        if self._live_process(server) is not None:
+        """A process of this server that runs without answering yet (a start an interrupted `up` left,
+        a server busy for a moment) is given its start timeout before anything is stopped; a ready one
+        left without its pid file gets one again."""
+        proc = self._live_process(server)
+        orphan = proc is None
+        proc = proc or root_of(processes_in(server.data_dir))
+        if proc is None:
             return False
-        root = root_of(processes_in(server.data_dir))
-        if root is None or not server.ready() or not self._holds_port(server, root):
+
+        def answers() -> bool | None:
+            if not proc.is_running():
+                return None  # gone: nothing to wait for
+            return server.ready() and self._holds_port(server, proc)
+
+        answered = answers()
+        if answered is False:
+            self.progress(f"wait   {server.name:<10} pid {proc.pid} runs{' without a pid file' if orphan else ''} "
+                          f"but does not answer yet: waiting up to {self.settings.start_timeout_s:.0f}s ...")
+            try:
+                answered = Retrying(retry=retry_if_result(lambda ok: ok is False), wait=wait_fixed(0.5),
+                                    stop=stop_after_delay(self.settings.start_timeout_s))(answers)
+            except RetryError:
+                answered = False
+        if not answered:
             return False
-        RunState(root.pid, mirakuru_uuid(root), server.port, server.version, root.create_time()).save(
-            self._state_path(server))
+        if orphan:
+            RunState(proc.pid, mirakuru_uuid(proc), server.port, server.version, proc.create_time()).save(
+                self._state_path(server))
         server.after_ready()
-        self.progress(f"up     {server.name:<10} adopted (pid {root.pid}, left without a pid file by an "
-                      "interrupted `stack up`)")
+        self.progress(f"up     {server.name:<10} adopted (pid {proc.pid}"
+                      f"{', given its pid file again' if orphan else ''})")
         return True
 
     def _refuse_taken_port(self, server: Server) -> None:
