@@ -35,6 +35,7 @@ from fastapi.responses import Response
 from redis.asyncio import Redis
 
 from shopflow.api.autopipeline import auto_pipeline
+from shopflow.api.metrics import IDEMPOTENT_REPLAYS
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class IdempotencyStore:
                     "send a new key for a new request",
                 )
             if entry["state"] == "done":
+                IDEMPOTENT_REPLAYS.inc()
                 return self._replay(entry)
             if time.monotonic() >= deadline:
                 raise HTTPException(

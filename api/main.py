@@ -22,7 +22,7 @@ import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from shopflow.api import errors
+from shopflow.api import errors, metrics
 from shopflow.api.cart_converters import CART_RECORDS
 from shopflow.api.dependencies import Edge, EdgeTopics
 from shopflow.api.idempotency import IdempotencyStore
@@ -38,6 +38,7 @@ from shopflow.catalog.search import SearchError
 from shopflow.catalog.search_index import DEFAULT_INDEX, ProductSearch
 from shopflow.catalog.store import CATALOG_SCHEMA, catalog_pool
 from shopflow.db import create_pool, migrate
+from shopflow.metrics import register_target, share_between_processes
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.inventory import StockAdjusted
 from shopflow.schemas.orders import CancelOrder, PlaceOrder
@@ -160,8 +161,10 @@ def create_app(settings: Settings | None = None, topics: EdgeTopics | None = Non
     app.state.search_index = search_index
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(metrics.RequestMetrics)  # added last: outermost, it also counts what BodySizeLimit refuses
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(metrics.router)
     return app
 
 
@@ -177,9 +180,13 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     import uvicorn
 
     settings = ensure_jwt_secret(settings or get_settings())
+    port = port or settings.api_port
+    # One target for the whole edge: with several workers, each answers /metrics for all of them.
+    register_target(settings, "edge", port)
     if workers > 1:
+        share_between_processes(settings, "edge")
         # Workers import the app by name; the secret is in secrets.env by now, so they all share it.
         uvicorn.run("shopflow.api.main:create_app", factory=True, host=host or settings.host,
-                    port=port or settings.api_port, workers=workers, loop=EVENT_LOOP)
+                    port=port, workers=workers, loop=EVENT_LOOP)
     else:
-        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.api_port, loop=EVENT_LOOP)
+        uvicorn.run(create_app(settings), host=host or settings.host, port=port, loop=EVENT_LOOP)

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from shopflow.api.metrics import COMMANDS_PRODUCED
 from shopflow.kafka import producer_config
+from shopflow.metrics import Children
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.records import AvroRecord
 from shopflow.topologies.catalog import Topic
@@ -34,6 +36,8 @@ from shopflow.topologies.catalog import Topic
 SPIN_ITERATIONS = 20
 # How long one wait in the thread lasts at most; it returns as soon as a report is served.
 IDLE_POLL_S = 0.05
+
+_produced = Children(COMMANDS_PRODUCED)
 
 
 class ProduceError(Exception):
@@ -88,6 +92,8 @@ class CommandProducer:
 
     def _delivered(self, future: asyncio.Future[Delivery], result: Delivery | ProduceError) -> None:
         self._in_flight -= 1
+        if isinstance(result, Delivery):  # counted even when its request is gone: the command is out
+            _produced[result.topic].inc()
         _resolve(future, result)
 
     def warm(self, topic: Topic, record: type[AvroRecord]) -> None:

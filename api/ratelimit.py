@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shopflow.api.autopipeline import auto_pipeline
+from shopflow.api.metrics import RATE_LIMITED
 
 PREFIX = "shopflow:ratelimit"
 REVOKED = -1  # what ``hit`` counts when the token is revoked: nothing was counted
@@ -47,6 +48,7 @@ class FixedWindowLimiter:
         self.limit = limit
         self.window_s = window_s
         self._scripts: dict[int, AsyncScript] = {}
+        self._refused = RATE_LIMITED.labels(name)
 
     def key(self, subject: str) -> str:
         return f"{PREFIX}:{self.name}:{subject}"
@@ -64,4 +66,7 @@ class FixedWindowLimiter:
         count, ttl = await auto_pipeline(redis).script(script, keys, [self.window_s])
         if int(count) == REVOKED:
             return None
-        return self.decide(int(count), int(ttl))
+        decision = self.decide(int(count), int(ttl))
+        if not decision.allowed:
+            self._refused.inc()
+        return decision

@@ -13,10 +13,14 @@ import uuid
 from collections.abc import Iterable
 
 import asyncpg
+from prometheus_client import Counter
 
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.records import AvroRecord
 from shopflow.topologies.catalog import Topic
+
+OUTBOX_ROWS = Counter("shopflow_outbox_rows_total", "Outbox rows inserted, by aggregate (the catalog topic the "
+                      "events go to); a transaction that rolls back had its rows counted too.", ["aggregate"])
 
 
 def _row_id(event: AvroRecord) -> uuid.UUID:
@@ -35,6 +39,8 @@ class Outbox:
         self.codec = codec
         self.topic = topic
         self.route = route or topic.name
+        # The catalog topic, not the route: a test's throwaway route would make a series per test.
+        self._rows = OUTBOX_ROWS.labels(topic.name)
 
     def encode(self, event: AvroRecord) -> bytes:
         """The row's payload. The first encode of a record type registers its schema (a blocking call):
@@ -47,3 +53,4 @@ class Outbox:
                 for key, event in events]
         await conn.executemany(
             "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)", rows)
+        self._rows.inc(len(rows))

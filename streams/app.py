@@ -22,11 +22,12 @@ from typing import Any, cast
 import faust
 from faust.web import Request, Response, View
 
+from shopflow.metrics import register_target
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_record_or_dead_letter
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
-from shopflow.streams import faust_fixes, health
+from shopflow.streams import faust_fixes, health, metrics
 from shopflow.streams.carts import due_expiries
 from shopflow.streams.engine import INVENTORY_ROUTE, ROUTES, Engine, Route
 from shopflow.streams.inventory import SettledRows
@@ -134,6 +135,11 @@ class Worker:
                 await faust_fixes.heal_holes(self.app, after_s=5.0)
         self._views()
         health.install(self.app, settings.bootstrap_servers)
+        metrics.install(self.app, self.tables)
+
+        @self.app.task
+        async def register_metrics() -> None:  # once the worker runs, not when merely built
+            register_target(settings, "worker", port)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self._topics:
@@ -165,6 +171,7 @@ class Worker:
         every record it caused sent. Table writes name their partition (the records'): Faust's
         ``table[key] = v`` takes it from the stream's current event, which a batch does not have
         (faust-streaming #497), so the store and the changelog are written directly."""
+        started = time.perf_counter()
         table = self.tables[route.table.name] if route.table else None
         cache: dict[tuple[int, str], dict | None] = {}
         writes: list[tuple[int, str, bytes | None]] = []
@@ -202,6 +209,7 @@ class Worker:
             for output in result.outputs:
                 await self.send(output)
         self._store(table, cache, writes)
+        metrics.processing_seconds[route.agent].observe(time.perf_counter() - started)
 
     @staticmethod
     def _load(table, cache: dict, partition: int, key: str) -> dict | None:
@@ -231,6 +239,7 @@ class Worker:
 
     async def send(self, output: Output) -> None:
         value = self.codec.encode(output.topic, output.record, output.avro)
+        metrics.events_out[output.topic.name].inc()
         if self.settings.exactly_once:  # Faust's topic path puts the record in the partition's transaction
             await self.topic(output.topic.name).send(key=output.key.encode(), value=value)
         else:
@@ -240,6 +249,7 @@ class Worker:
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         log.warning("dead letter to %s: %s", letter.topic, letter.detail)
+        metrics.dead_letters[letter.topic].inc()
         # Faust's send takes no header without a value; the source's own null headers carry nothing.
         headers = [(k, v) for k, v in letter.headers if v is not None]
         await self.topic(letter.topic).send(key=letter.key, value=letter.value, headers=headers)
