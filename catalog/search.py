@@ -132,6 +132,9 @@ def decode_cursor(query: SearchQuery) -> list[Any] | None:
 # -- request building (pure) -----------------------------------------------------------------------
 
 IS_PRODUCT: Final = {"term": {"relation": "product"}}
+# The monitor's freshness probe (streams/monitor.py) updates this product through the catalog's normal
+# write path and times it into the index; it is inactive (never sold nor suggested) and no search shows it.
+HEARTBEAT_SKU: Final = "SHOPFLOW-HEARTBEAT"
 _HAS_STOCK: Final = {"has_child": {"type": "stock", "query": {"range": {"available": {"gt": 0}}}, "score_mode": "none"}}
 
 
@@ -170,6 +173,7 @@ def build_request(q: SearchQuery) -> dict[str, Any]:
         filters.append(_HAS_STOCK)
     elif q.in_stock is False:
         must_not.append(_HAS_STOCK)
+    must_not.append({"term": {"sku": HEARTBEAT_SKU}})
     facet_filters = {
         "brand": {"terms": {"brand": list(q.brands)}} if q.brands else None,
         "category": {"term": {"category.tree": q.category.strip("/")}} if q.category else None,

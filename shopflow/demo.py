@@ -96,6 +96,8 @@ def run(settings: Settings, orders: int = 36) -> None:
 
     step("a Faust worker running the saga's agents")
     started = _start(settings, "worker", ["worker"], worker_health(settings))
+    # Saga health, connectors, dead letters and freshness as metrics while the demo runs (streams/monitor.py).
+    started += _start(settings, "monitor", ["monitor"])
     try:
         _saga(settings, codec, orders, step)
         _cdc(settings, codec, step)

@@ -122,11 +122,12 @@ class Settings(BaseSettings):
     lag_window_s: float = Field(default=20.0, gt=0)
     # The monitor (`shopflow monitor`, streams/monitor.py): connectors, dead letters and the orders read
     # model's freshness are read every interval; an ended order stays in its working set for the settle
-    # time (its compensations land), an open one is stuck past its step deadline plus the grace; on start
+    # time (its compensations land), an open one is stuck past its step deadline plus the grace (the
+    # deadline scanner holds off for failover_grace_s after a rebalance, and scans every second); on start
     # it reads the saga's topics from this far back (0: all they retain).
     monitor_interval_s: float = Field(default=5.0, gt=0)
     monitor_settle_s: float = Field(default=30.0, ge=0)
-    monitor_stuck_grace_s: float = Field(default=5.0, ge=0)
+    monitor_stuck_grace_s: float = Field(default=15.0, ge=0)
     monitor_lookback_s: float = Field(default=0.0, ge=0)
     # A catalog heartbeat (commit -> searchable) every interval; the bound is what ops accept (alerts).
     freshness_interval_s: float = Field(default=10.0, gt=0)

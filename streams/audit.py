@@ -14,12 +14,18 @@ Records are told apart by event id: a copy of a record (emitted again after a cr
 is the same record, not a second one. The replay harness runs it after every scenario, the end-to-end test
 after 1,000 orders, and
 ``shopflow audit`` on the live topics and changelogs.
+
+Each rule is written once, here, and named (``Finding.rule``): the order rules live on ``OrderTrail``
+(one order's records), so the batch ``audit`` and the live monitor (``streams/saga_health.py``, which
+feeds trails one record at a time and drops them once settled) run the same code. ``settled=False``
+asks only the rules whose finding can never be undone by a later record (a second capture stays a
+second capture); the others wait until the order's compensations had time to land.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,15 +61,142 @@ def plain(value: Any) -> Any:
     return value
 
 
+class Rule:
+    """The invariants' names: the ``rule`` label of shopflow_invariant_violations_total (bounded)."""
+
+    TERMINAL_REPEATED = "terminal_repeated"
+    CANCELLED_UNREFUNDED = "confirmed_then_cancelled_unrefunded"
+    RESERVATION_NOT_CONSUMED = "reservation_not_consumed"
+    RESERVATION_NOT_RELEASED = "reservation_not_released"
+    CONSUMED_UNRESERVED = "consumed_unreserved"
+    DOUBLE_CHARGE = "double_charge"
+    CAPTURE_UNSETTLED = "capture_unsettled"
+    REFUND_MISSING = "refund_missing"
+    NEGATIVE_STOCK = "negative_stock"
+    RESERVED_MISMATCH = "reserved_mismatch"
+    RESERVATION_LEAKED = "reservation_leaked"
+    GATEWAY_DOUBLE_CAPTURE = "gateway_double_capture"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    message: str
+
+
+@dataclass
+class OrderTrail:
+    """What the saga's topics said about one order: the facts its rules are checked on."""
+
+    order_id: str
+    placed_at: int | None = None
+    ends: list[dict] = field(default_factory=list)  # terminal records, in the order read
+    reserved: set[str] = field(default_factory=set)  # skus, per kind of record: sets, so the checks do
+    committed: set[str] = field(default_factory=set)  # not depend on the order in which records of
+    released: set[str] = field(default_factory=set)  # different topics were read
+    captures: set[str] = field(default_factory=set)  # payment ids
+    refund_done: bool = False  # a PaymentRefunded was read
+    event_ids: set[str] = field(default_factory=set)
+
+    def add(self, record: str, value: Mapping[str, Any]) -> bool:
+        """Take one record in; False when it is a copy of one already taken (same event id)."""
+        event_id = value.get("event_id")
+        if event_id is not None:
+            if event_id in self.event_ids:
+                return False
+            self.event_ids.add(event_id)
+        if record == PLACED:
+            self.placed_at = self.placed_at if self.placed_at is not None else value["occurred_at"]
+        elif record in (CONFIRMED, CANCELLED):
+            self.placed_at = self.placed_at if self.placed_at is not None else value["occurred_at"]
+            self.ends.append({"record": record, **value})
+        elif record == RESERVED:
+            self.reserved.add(value["sku"])
+        elif record == COMMITTED:
+            self.committed.add(value["sku"])
+        elif record == RELEASED:
+            self.released.add(value["sku"])
+        elif record == CAPTURED:
+            self.captures.add(value["payment_id"])
+        elif record == REFUNDED:
+            self.refund_done = True
+        return True
+
+    @property
+    def confirmed(self) -> bool:
+        return any(e["record"] == CONFIRMED for e in self.ends)
+
+    @property
+    def refunded(self) -> bool:
+        """Cancelled with a refund (after it was confirmed)."""
+        return any(e["record"] == CANCELLED and e.get("refunded") for e in self.ends)
+
+    def outcome(self) -> str | None:
+        """How it ended (CONFIRMED, REFUNDED, CANCELLED(<reason>)), None while it runs."""
+        if not self.ends:
+            return None
+        last = self.ends[-1]
+        return "CONFIRMED" if last["record"] == CONFIRMED else (
+            "REFUNDED" if last.get("refunded") else f"CANCELLED({last.get('reason')})")
+
+    def findings(self, settled: bool = True) -> list[Finding]:
+        """Every rule broken by what was read; with ``settled=False`` only those no later record can mend."""
+        o = self.order_id
+        out: list[Finding] = []
+        kinds = Counter(e["record"] for e in self.ends)
+        if kinds[CONFIRMED] > 1 or kinds[CANCELLED] > 1:
+            out.append(Finding(Rule.TERMINAL_REPEATED, f"order {o}: terminal records repeated {dict(kinds)}"))
+        if kinds[CONFIRMED] and kinds[CANCELLED] and not (
+            self.ends[0]["record"] == CONFIRMED and self.ends[-1]["record"] == CANCELLED
+            and self.ends[-1].get("refunded")
+        ):
+            out.append(Finding(Rule.CANCELLED_UNREFUNDED, f"order {o}: confirmed and cancelled without a refund"))
+        if len(self.captures) > 1:
+            out.append(Finding(Rule.DOUBLE_CHARGE, f"order {o}: charged {len(self.captures)} times"))
+        if not settled:
+            return out
+        if self.ends:
+            kept = self.confirmed and not self.refunded
+            for sku in sorted(self.reserved):
+                if kept and sku not in self.committed:
+                    out.append(Finding(Rule.RESERVATION_NOT_CONSUMED,
+                                       f"reservation {o}/{sku}: the order was confirmed but never consumed it"))
+                if not kept and sku not in self.released:
+                    out.append(Finding(Rule.RESERVATION_NOT_RELEASED,
+                                       f"reservation {o}/{sku}: the order did not go through but it was not released"))
+        for sku in sorted(self.committed - self.reserved):
+            out.append(Finding(Rule.CONSUMED_UNRESERVED,
+                               f"reservation {o}/{sku}: consumed without having been reserved"))
+        if self.captures and self.ends and not self.confirmed and not self.refund_done:
+            out.append(Finding(Rule.CAPTURE_UNSETTLED, f"order {o}: captured but neither confirmed nor refunded"))
+        if self.refunded and self.captures and not self.refund_done:
+            out.append(Finding(Rule.REFUND_MISSING, f"order {o}: cancelled with a refund, but no PaymentRefunded"))
+        return out
+
+
+def negative_stock(sku: str, row: Mapping[str, Any]) -> Finding | None:
+    """A sku's stock row (the inventory table) with units below zero."""
+    if row["on_hand"] < 0 or row["reserved"] < 0:
+        return Finding(Rule.NEGATIVE_STOCK,
+                       f"sku {sku}: on_hand {row['on_hand']}, reserved {row['reserved']} (negative)")
+    return None
+
+
 @dataclass
 class Report:
     violations: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     orders: Counter = field(default_factory=Counter)  # outcome -> count
+    rules: Counter = field(default_factory=Counter)  # rule -> violations found
 
     @property
     def ok(self) -> bool:
         return not self.violations and not self.stuck
+
+    def add(self, findings: Iterable[Finding]) -> None:
+        for f in findings:
+            self.violations.append(f.message)
+            self.rules[f.rule] += 1
 
     def render(self) -> str:
         lines = [f"orders: {sum(self.orders.values())} "
@@ -90,108 +223,49 @@ def audit(
     commands (CommitStock, ReleaseStock) that long to be applied after it ended before a unit still
     held for it counts as leaked."""
     report = Report()
-    ids: set[str] = set()
-    placed_at: dict[str, int] = {}
-    terminal: dict[str, list[dict]] = defaultdict(list)
-    confirmed: set[str] = set()
-    refunded_orders: set[str] = set()
-    # (order, sku) pairs per kind of record: sets, so the audit does not depend on the order in which
-    # records of different topics were read.
-    reserved: set[tuple[str, str]] = set()
-    committed: set[tuple[str, str]] = set()
-    released: set[tuple[str, str]] = set()
-    captures: dict[str, set[str]] = defaultdict(set)
-    refunds: set[str] = set()
-
+    trails: dict[str, OrderTrail] = {}
     for record, value in events:
-        event_id = value.get("event_id")
-        if event_id is not None:
-            if event_id in ids:
-                continue  # a copy of a record already counted
-            ids.add(event_id)
         order_id: str = value.get("order_id") or ""
-        if record == PLACED:
-            placed_at.setdefault(order_id, value["occurred_at"])
-        elif record in (CONFIRMED, CANCELLED):
-            placed_at.setdefault(order_id, value["occurred_at"])
-            terminal[order_id].append({"record": record, **value})
-            if record == CONFIRMED:
-                confirmed.add(order_id)
-            elif value.get("refunded"):
-                refunded_orders.add(order_id)
-        elif record == RESERVED:
-            reserved.add((order_id, value["sku"]))
-        elif record == COMMITTED:
-            committed.add((order_id, value["sku"]))
-        elif record == RELEASED:
-            released.add((order_id, value["sku"]))
-        elif record == CAPTURED:
-            captures[order_id].add(value["payment_id"])
-        elif record == REFUNDED:
-            refunds.add(order_id)
+        trail = trails.get(order_id)
+        if trail is None:
+            trail = trails[order_id] = OrderTrail(order_id)
+        trail.add(record, value)
 
-    for order_id, at in placed_at.items():
-        ends = terminal.get(order_id, [])
-        kinds = Counter(e["record"] for e in ends)
-        if not ends:
-            if now_ms is not None and now_ms - at > stuck_after_ms:
-                report.stuck.append(
-                    f"order {order_id}: no terminal state {(now_ms - at) / 1000:.0f}s after it was placed")
-            report.orders["open"] += 1
+    for order_id, trail in trails.items():
+        if trail.placed_at is None:
             continue
-        if kinds[CONFIRMED] > 1 or kinds[CANCELLED] > 1:
-            report.violations.append(f"order {order_id}: terminal records repeated {dict(kinds)}")
-        if kinds[CONFIRMED] and kinds[CANCELLED] and not (
-            ends[0]["record"] == CONFIRMED and ends[-1]["record"] == CANCELLED and ends[-1].get("refunded")
-        ):
-            report.violations.append(f"order {order_id}: confirmed and cancelled without a refund")
-        last = ends[-1]
-        outcome = "CONFIRMED" if last["record"] == CONFIRMED else (
-            "REFUNDED" if last.get("refunded") else f"CANCELLED({last.get('reason')})")
-        report.orders[outcome] += 1
+        if not trail.ends:
+            if now_ms is not None and now_ms - trail.placed_at > stuck_after_ms:
+                report.stuck.append(f"order {order_id}: no terminal state "
+                                    f"{(now_ms - trail.placed_at) / 1000:.0f}s after it was placed")
+            report.orders["open"] += 1
+        else:
+            report.orders[trail.outcome()] += 1
+    for trail in trails.values():
+        report.add(trail.findings())
 
-    for order_id, sku in sorted(reserved):
-        if order_id not in terminal:
-            continue  # still running
-        kept = order_id in confirmed and order_id not in refunded_orders
-        if kept and (order_id, sku) not in committed:
-            report.violations.append(f"reservation {order_id}/{sku}: the order was confirmed but never consumed it")
-        if not kept and (order_id, sku) not in released:
-            report.violations.append(
-                f"reservation {order_id}/{sku}: the order did not go through but it was not released")
-    for order_id, sku in sorted(committed - reserved):
-        report.violations.append(f"reservation {order_id}/{sku}: consumed without having been reserved")
-
-    for order_id, ids in captures.items():
-        if len(ids) > 1:
-            report.violations.append(f"order {order_id}: charged {len(ids)} times")
-        if order_id not in confirmed and order_id not in refunds and order_id in terminal:
-            report.violations.append(f"order {order_id}: captured but neither confirmed nor refunded")
-    for order_id in refunded_orders:
-        if captures.get(order_id) and order_id not in refunds:
-            report.violations.append(f"order {order_id}: cancelled with a refund, but no PaymentRefunded")
-
-    ended = _ended(terminal, orders or {})
+    ended = _ended(trails, orders or {})
     if settle_ms and now_ms is not None:
         ended = {o: (how, at) for o, (how, at) in ended.items() if at + settle_ms <= now_ms}
-    report.violations += _stock(stock or {}, ended)
+    report.add(_stock(stock or {}, ended))
     for order_id, p in (payments or {}).items():
         if p.get("charges", 0) > 1:
-            report.violations.append(f"order {order_id}: the gateway captured {p['charges']} times")
+            report.add([Finding(Rule.GATEWAY_DOUBLE_CAPTURE,
+                                f"order {order_id}: the gateway captured {p['charges']} times")])
     return report
 
 
-def _ended(terminal: Mapping[str, list[dict]], orders: Mapping[str, Mapping]) -> dict[str, tuple[str, int]]:
+def _ended(trails: Mapping[str, OrderTrail], orders: Mapping[str, Mapping]) -> dict[str, tuple[str, int]]:
     """Order id -> (how it ended, when), from its terminal records and from the orders table."""
-    ended = {o: ("CONFIRMED" if ends[-1]["record"] == CONFIRMED else "CANCELLED", ends[-1]["occurred_at"])
-             for o, ends in terminal.items()}
+    ended = {o: ("CONFIRMED" if t.ends[-1]["record"] == CONFIRMED else "CANCELLED", t.ends[-1]["occurred_at"])
+             for o, t in trails.items() if t.ends}
     ended.update({o: (s["status"], s.get("updated_ms", 0)) for o, s in orders.items()
                   if s.get("status") in ("CONFIRMED", "CANCELLED", "REFUNDED")})
     return ended
 
 
-def _stock(stock: Mapping[str, Mapping], ended: Mapping[str, tuple[str, int]]) -> list[str]:
-    violations: list[str] = []
+def _stock(stock: Mapping[str, Mapping], ended: Mapping[str, tuple[str, int]]) -> list[Finding]:
+    findings: list[Finding] = []
     held: Counter = Counter()
     for key, row in stock.items():
         if not is_reservation_key(key):
@@ -199,13 +273,16 @@ def _stock(stock: Mapping[str, Mapping], ended: Mapping[str, tuple[str, int]]) -
         if row["status"] == "RESERVED":
             held[row["sku"]] += row["quantity"]
             if row["order_id"] in ended:
-                violations.append(f"reservation {row['order_id']}/{row['sku']}: {row['quantity']} units still held "
-                                  f"for an order that ended {ended[row['order_id']][0]} (leaked)")
+                findings.append(Finding(Rule.RESERVATION_LEAKED,
+                                        f"reservation {row['order_id']}/{row['sku']}: {row['quantity']} units "
+                                        f"still held for an order that ended {ended[row['order_id']][0]} (leaked)"))
     for sku, s in stock.items():
         if is_reservation_key(sku):
             continue
-        if s["on_hand"] < 0 or s["reserved"] < 0:
-            violations.append(f"sku {sku}: on_hand {s['on_hand']}, reserved {s['reserved']} (negative)")
+        negative = negative_stock(sku, s)
+        if negative is not None:
+            findings.append(negative)
         if s["reserved"] != held[sku]:
-            violations.append(f"sku {sku}: reserved {s['reserved']} but open reservations hold {held[sku]}")
-    return violations
+            findings.append(Finding(Rule.RESERVED_MISMATCH,
+                                    f"sku {sku}: reserved {s['reserved']} but open reservations hold {held[sku]}"))
+    return findings

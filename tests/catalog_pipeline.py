@@ -93,6 +93,14 @@ def apply_outbox_connector(stack: Settings) -> ConnectClient:
     return client
 
 
+async def drop_replication(conn: Any, slot: str) -> None:
+    """The replication slot and publication a test connector named ``slot`` made, if it got to make them."""
+    await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                       "WHERE slot_name = $1 AND NOT active", slot)
+    if await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", slot):
+        await conn.execute(f'DROP PUBLICATION "{slot}"')  # a name a test made: [a-z0-9_]
+
+
 def outbox_ids(stack: Settings, topic: str) -> set[str]:
     """The event ids of the outbox rows routed to ``topic``."""
     import asyncpg

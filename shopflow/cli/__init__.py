@@ -1,6 +1,6 @@
 """The one ``shopflow`` command: every operation on the project goes through here.
 
-This module has the processes (worker, api, indexer, projection), the checks (audit, replay) and the
+This module has the processes (worker, api, indexer, projection, monitor), the checks (audit, replay) and the
 demo; the resources' commands are grouped by what they act on: ``stack.py``, ``contracts.py``
 (topics, schemas, topology) and ``stores.py`` (connectors, search, users, db).
 """
@@ -13,6 +13,7 @@ import typer
 
 from shopflow.cli.common import fail
 from shopflow.cli.contracts import schemas_app, topics_app, topology_app
+from shopflow.cli.lag import lag_command
 from shopflow.cli.stack import stack_app
 from shopflow.cli.stores import connectors_app, db_app, search_app, users_app
 from shopflow.settings import get_settings
@@ -26,6 +27,7 @@ app.add_typer(topology_app, name="topology")
 app.add_typer(search_app, name="search")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+app.command("lag")(lag_command)
 
 
 @app.callback()
@@ -122,6 +124,19 @@ def indexer() -> None:
     from shopflow.streams.indexer import main
 
     main(get_settings())
+
+
+@app.command("monitor")
+def monitor(
+    metrics_port: int = typer.Option(None, help="Port of its /metrics (default: any free one; Prometheus finds it)."),
+) -> None:
+    """Watch the running system (saga health, connectors, dead letters, freshness, lag) as Prometheus metrics."""
+    from shopflow.streams.monitor import MonitorError, main
+
+    try:
+        main(get_settings(), metrics_port)
+    except MonitorError as exc:
+        fail(exc)
 
 
 # A group whose callback runs the projection when no subcommand follows: `shopflow projection` stays the

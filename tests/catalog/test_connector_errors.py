@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from catalog_pipeline import unique
+from catalog_pipeline import drop_replication, unique
 
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectorError, headline, load
 
@@ -38,11 +38,7 @@ async def cleanup(stack, connect_client):
         for path in paths:
             connector = load(path)
             connect_client.delete(connector.name)
-            slot = connector.config["slot.name"]
-            await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                               "WHERE slot_name = $1 AND NOT active", slot)
-            if await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", slot):
-                await conn.execute(f'DROP PUBLICATION "{slot}"')  # a name we made: [a-z0-9_]
+            await drop_replication(conn, connector.config["slot.name"])
     finally:
         await conn.close()
 
