@@ -14,8 +14,8 @@ Two paths, each timed on real traffic through the real pipeline, never estimated
   transaction that made the row), looked up by that event's id (the table's primary key).
 
 ``Freshness`` (a collector) exports both as a histogram and as a gauge of the last measurement, which
-grows with the age of a change still not visible: a stopped indexer shows as a rising gauge, not as
-silence.
+grows with the age of the oldest change still not visible: a stopped indexer shows as a rising gauge,
+not as silence (a heartbeat that gives up leaves its change awaited, the next one does not reset it).
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ from shopflow.metrics import LATENCY_BUCKETS
 CATALOG_TO_SEARCH = "catalog_to_search"
 COMMAND_TO_ORDERS_VIEW = "command_to_orders_view"
 PATHS = (CATALOG_TO_SEARCH, COMMAND_TO_ORDERS_VIEW)
-SEARCH_POLL_S = 0.02  # the resolution of a catalog measurement: a search every 20 ms until the change shows
+SEARCH_POLL_S = 0.02  # the resolution of a quick catalog measurement: a search every 20 ms at first
+SEARCH_POLL_MAX_S = 1.0  # a change long awaited (an outage) costs the index a search a second, not fifty
+
+
+def search_pause_s(waited_s: float) -> float:
+    """The pause before the next search for a change awaited ``waited_s``: a tenth of the wait (the error
+    stays within 10% of the measurement), between ``SEARCH_POLL_S`` and ``SEARCH_POLL_MAX_S``."""
+    return min(SEARCH_POLL_MAX_S, max(SEARCH_POLL_S, waited_s / 10))
 
 
 class Freshness(Collector):
@@ -62,10 +69,14 @@ class Freshness(Collector):
         with self._lock:
             self._last[path] = seconds
 
-    def awaiting(self, path: str, since_s: float | None) -> None:
+    def awaiting(self, path: str, since_s: float | None, *, keep_older: bool = False) -> None:
+        """The commit time of the oldest change not readable yet on ``path`` (None: all are readable).
+        ``keep_older``: a change already awaited since earlier stays the one measured."""
         with self._lock:
             if since_s is None:
                 self._awaiting.pop(path, None)
+            elif keep_older:
+                self._awaiting.setdefault(path, since_s)
             else:
                 self._awaiting[path] = since_s
 
@@ -104,19 +115,20 @@ class CatalogHeartbeat:
     async def beat(self) -> float:
         """Write the next version, wait until a search finds it; the seconds from commit to searchable.
 
-        TimeoutError after ``give_up_s`` (the next beat writes a newer version and waits for that)."""
+        TimeoutError after ``give_up_s``: the next beat writes a newer version and waits for that, and until
+        one is found the gauge keeps counting from the oldest version not found (a dead pipeline shows as
+        a freshness that keeps rising, not as the last good measurement)."""
         version = await self._write()
         committed = time.time()  # the write returned: its transaction is committed
-        self.freshness.awaiting(CATALOG_TO_SEARCH, committed)
-        try:
-            while not await self._searchable(version):
-                if time.time() - committed > self.give_up_s:
-                    raise TimeoutError(f"heartbeat {self.sku} v{version} not searchable in {self.index} after "
-                                       f"{self.give_up_s:.0f}s: is `shopflow indexer` running, and the connector? "
-                                       "(`shopflow connectors status`)")
-                await asyncio.sleep(SEARCH_POLL_S)
-        finally:
-            self.freshness.awaiting(CATALOG_TO_SEARCH, None)
+        self.freshness.awaiting(CATALOG_TO_SEARCH, committed, keep_older=True)
+        while not await self._searchable(version):
+            waited = time.time() - committed
+            if waited > self.give_up_s:
+                raise TimeoutError(f"heartbeat {self.sku} v{version} not searchable in {self.index} after "
+                                   f"{self.give_up_s:.0f}s: is `shopflow indexer` running, and the connector? "
+                                   "(`shopflow connectors status`)")
+            await asyncio.sleep(search_pause_s(waited))
+        self.freshness.awaiting(CATALOG_TO_SEARCH, None)  # this version is found: every older one is too
         seconds = time.time() - committed
         self.freshness.measured(CATALOG_TO_SEARCH, seconds)
         return seconds

@@ -15,10 +15,11 @@ the stack's Prometheus), that registers on the default registry:
 - consumer lag, from the one lag engine (``shopflow.lag.LagCollector``), when it is installed.
 
 Restart: the saga's state is rebuilt from the topics on start (all they retain, or the last
-``monitor_lookback_s``), not kept in a store of its own. It costs one read of the retained history
-per start; the saga metrics are registered once that read is done, so a scrape never sees half a
-history, and the counters then equal the previous process's (same records), which Prometheus takes
-as no increase rather than as a reset.
+``monitor_lookback_s``), not kept in a store of its own: one read of the retained history per start,
+the saga metrics registered once it is done (a scrape never sees half a history). The history gives
+the orders by state but no violation (an old order's trail may be half gone: orders are kept 30 days,
+stock 7), so the violation counter restarts from 0, which Prometheus takes as a reset, never as an
+increase; ``shopflow audit`` judges the history.
 """
 
 from __future__ import annotations
@@ -217,10 +218,11 @@ class SagaFeed:
         now_s = time.time()
         n = 0
         for msg, record, value in self.reader.poll_messages(timeout_s):
-            self.health.observe(record, value)
             written_ms = msg.timestamp()[1]
+            live = written_ms >= self.started_ms
+            self.health.observe(record, value, live=live)
             self._last_ts[(msg.topic() or "", msg.partition() or 0)] = written_ms
-            if written_ms >= self.started_ms:  # an order of the history was not timed live
+            if live:  # an order of the history was not timed live
                 if record == "PlaceOrder":
                     self.orders_view.command(value["order_id"], value["occurred_at"], now_s)
                 elif record == "OrderPlaced":
@@ -229,7 +231,8 @@ class SagaFeed:
         for msg in self.stock.consume(5000, 0 if n else 0.05):
             key, raw = msg.key(), msg.value()
             if msg.error() is None and key is not None:
-                self.health.observe_stock(key.decode(), json.loads(raw) if raw else None)
+                self.health.observe_stock(key.decode(), json.loads(raw) if raw else None,
+                                          live=msg.timestamp()[1] >= self.started_ms)
                 n += 1
         return n
 
@@ -362,7 +365,8 @@ class Monitor:
 
 
 def main(settings: Settings, metrics_port: int | None = None) -> None:
-    """The process entry point: read the saga's history (a progress bar), then watch until SIGINT or SIGTERM."""
+    """The process entry point: read the saga's history (a progress bar), then watch until SIGINT or SIGTERM.
+    MonitorError (exit status 1, not 0) when the watching thread failed: its target is gone with it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to Connect, the index, the registry
     stop = threading.Event()
@@ -379,7 +383,16 @@ def main(settings: Settings, metrics_port: int | None = None) -> None:
     port = expose(settings, "monitor", metrics_port)
     console = Console()
     console.print(f"monitor: metrics on http://{settings.host}:{port}/metrics")
-    worker = threading.Thread(target=monitor.run, args=(stop,), name="monitor")
+    failed: list[Exception] = []
+
+    def watch() -> None:
+        try:
+            monitor.run(stop)
+        except Exception as exc:  # noqa: BLE001 - any: the process must not end as if stopped on purpose
+            log.exception("the monitor stopped on an error")
+            failed.append(exc)
+
+    worker = threading.Thread(target=watch, name="monitor")
     worker.start()
     with Progress(TextColumn("reading the saga's history"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
@@ -390,3 +403,7 @@ def main(settings: Settings, metrics_port: int | None = None) -> None:
     if monitor.saga_registered.is_set():
         console.print(f"monitor: saga history read in {time.time() - monitor.feed.started_ms / 1000:.1f}s; watching")
     worker.join()
+    if failed:
+        raise MonitorError(f"the monitor stopped on an error: {failed[0]!r} (the trace is in the log above); "
+                           "its metrics are gone and ShopflowMonitorDown will fire: fix the cause, then "
+                           "start `shopflow monitor` again")

@@ -18,14 +18,21 @@ whole story run once and it leaves, kept only as a count per terminal state. A r
 not in the working set (the tail of an order already gone, an order whose start expired from the
 topics) opens a trail without a start, dropped ``settle_ms`` after its last record without judging it.
 So the working set is about (orders per second) x (longest step timeout + settle): open orders plus
-the last ``settle_ms`` of ended ones, whatever the history.
+the last ``settle_ms`` of ended ones, whatever the history. The last ``remember_ended`` orders that left
+are remembered with their terminal state (a bounded LRU), so a copy of a terminal record read after its
+order left (re-emitted with the same event id) neither counts the order twice nor reopens it.
+
+Violations count only for orders whose OrderPlaced was read live (``observe(..., live=True)``: written
+after the monitor started) and stock rows written live: a history's trails may be half gone (the topics
+keep records for different times) and judging them would report what did not happen. A history is
+read for the states and the working set; ``shopflow audit`` judges it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,17 +115,22 @@ class _Tracked:
     placed_at: int | None = None  # event time of its OrderPlaced, when that was read
     ended_at: int | None = None  # event time of its first terminal record
     last_at: int = 0  # event time of its latest record (for a trail without a start)
+    live: bool = False  # its OrderPlaced was read live: its violations count
     counted: set[Finding] = field(default_factory=set)
 
 
 class SagaHealth(Collector):
     """The saga's health from its records; thread-safe (fed by one thread, scraped by another)."""
 
-    def __init__(self, timeouts_s: Mapping[str, float], *, settle_ms: int = 30_000, stuck_grace_ms: int = 15_000):
+    def __init__(self, timeouts_s: Mapping[str, float], *, settle_ms: int = 30_000, stuck_grace_ms: int = 15_000,
+                 remember_ended: int = 100_000):
         self.timeouts_ms = {state: int(s * 1000) for state, s in timeouts_s.items()}
         self.settle_ms, self.stuck_grace_ms = settle_ms, stuck_grace_ms
         self.orders: dict[str, _Tracked] = {}
         self.ended: Counter[str] = Counter()  # terminal state -> orders (those gone from the working set too)
+        # order id -> (terminal state, ended at) of the last orders that left, least recent first
+        self.left: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self.remember_ended = remember_ended
         self.negative: set[str] = set()  # skus below zero now
         self._lock = threading.Lock()
         self.compensations = CounterMetric("shopflow_compensations", "Orders cancelled with something to undo "
@@ -136,29 +148,31 @@ class SagaHealth(Collector):
 
     # -- feeding -----------------------------------------------------------------------------------------
 
-    def observe(self, record: str, value: Mapping[str, Any]) -> None:
-        """One saga record (short name, plain value), in the order read."""
+    def observe(self, record: str, value: Mapping[str, Any], *, live: bool = True) -> None:
+        """One saga record (short name, plain value), in the order read; ``live``: written after the
+        monitor started (an order placed live has its violations counted)."""
         order_id = value.get("order_id")
         if not order_id:
             return
         with self._lock:
             tracked = self.orders.get(order_id)
             if tracked is None:
-                tracked = self.orders[order_id] = _Tracked(OrderTrail(order_id))
+                tracked = self.orders[order_id] = self._reopened(order_id)
             tracked.last_at = max(tracked.last_at, value.get("occurred_at") or 0)
             if not tracked.trail.add(record, value):
                 return  # a copy
             if record == PLACED:
                 tracked.placed_at = value["occurred_at"]
+                tracked.live = tracked.live or live
             state = entered_state(record, value)
-            if state is not None:
-                self._move(tracked, state, value["occurred_at"])
-            if record == ORDER_CANCELLED_RECORD and value.get("reason") in COMPENSATION_REASONS:
-                self.compensations.labels(value["reason"]).inc()
+            moved = state is not None and self._move(tracked, state, value["occurred_at"])
+            if moved and record == ORDER_CANCELLED_RECORD and value.get("reason") in COMPENSATION_REASONS:
+                self.compensations.labels(value["reason"]).inc()  # once per order, as it enters its end
             self._count(tracked, tracked.trail.findings(settled=False))
 
-    def observe_stock(self, key: str, row: Mapping[str, Any] | None) -> None:
-        """One row of the inventory table's changelog (None: deleted); a sku counts once per fall below zero."""
+    def observe_stock(self, key: str, row: Mapping[str, Any] | None, *, live: bool = True) -> None:
+        """One row of the inventory table's changelog (None: deleted); a sku counts once per fall below zero
+        written live (one below zero in the history is noted, so it counts again only after a recovery)."""
         if is_reservation_key(key):
             return
         finding = negative_stock(key, row) if row is not None else None
@@ -167,7 +181,8 @@ class SagaHealth(Collector):
                 self.negative.discard(key)
             elif key not in self.negative:
                 self.negative.add(key)
-                self.violations.labels(finding.rule).inc()
+                if live:
+                    self.violations.labels(finding.rule).inc()
 
     def sweep(self, read_up_to_ms: int) -> int:
         """Drop the orders settled ``settle_ms`` before ``read_up_to_ms``, judging each by every rule first; how
@@ -180,21 +195,36 @@ class SagaHealth(Collector):
                 tracked = self.orders.pop(order_id)
                 if tracked.placed_at is not None:  # a trail without its start proves nothing
                     self._count(tracked, tracked.trail.findings(settled=True))
+                if tracked.state in TERMINAL and tracked.ended_at is not None:
+                    self.left[order_id] = (tracked.state, tracked.ended_at)
+                    self.left.move_to_end(order_id)
+                    if len(self.left) > self.remember_ended:
+                        self.left.popitem(last=False)
             return len(gone)
+
+    def _reopened(self, order_id: str) -> _Tracked:
+        """A trail for an order not in the working set: in the terminal state it left in, when remembered
+        (a copy of its terminal record then changes nothing), else without a state."""
+        tracked = _Tracked(OrderTrail(order_id))
+        remembered = self.left.pop(order_id, None)
+        if remembered is not None:
+            tracked.state, tracked.ended_at = remembered
+        return tracked
 
     def _settled(self, t: _Tracked, now_ms: int) -> bool:
         if t.ended_at is not None:
             return t.ended_at + self.settle_ms <= now_ms
         return t.state is None and t.last_at + self.settle_ms <= now_ms
 
-    def _move(self, tracked: _Tracked, state: str, at: int) -> None:
+    def _move(self, tracked: _Tracked, state: str, at: int) -> bool:
+        """Move the order into ``state`` if the saga can; whether it moved."""
         was = tracked.state
         if was is not None and (RANK[state] <= RANK[was] and not (was in TERMINAL and state in TERMINAL)):
-            return  # an earlier step read late
+            return False  # an earlier step read late
         if was == state:
-            return
+            return False
         if was in TERMINAL and _only_way_in(state) != was:
-            return  # nothing but CONFIRMED -> REFUNDED follows a terminal state (the rules report the rest)
+            return False  # nothing but CONFIRMED -> REFUNDED follows a terminal state (the rules report the rest)
         if state in TERMINAL:
             before = was if was in TERMINAL else (_only_way_in(state) if was is None else None)
             if before is not None and self.ended[before] > 0:
@@ -205,8 +235,11 @@ class SagaHealth(Collector):
                 if tracked.placed_at is not None:
                     self.completion.labels(state).observe(max(0, at - tracked.placed_at) / 1000)
         tracked.state, tracked.entered_at = state, at
+        return True
 
     def _count(self, tracked: _Tracked, findings: list[Finding]) -> None:
+        if not tracked.live:
+            return  # an order of the history (or the tail of one): its trail may be half gone
         for finding in findings:
             if finding not in tracked.counted:
                 tracked.counted.add(finding)

@@ -150,6 +150,22 @@ def test_a_double_charge_increments_the_violation_counter(stack, saga_topics, wr
                what="one double charge counted")
 
 
+def test_a_double_charge_in_the_history_read_at_start_is_not_counted_again(stack, saga_topics, write,
+                                                                          monitor_factory):
+    # Given a double charge written before the monitor starts (what a restarted monitor reads again)
+    placed = order_placed(unique("history"))
+    write(placed)
+    for payment_id in ("pay-1", "pay-2"):
+        write(PaymentSucceeded(str(uuid.uuid4()), placed.order_id, payment_id, placed.total, datetime_of_ms(now_ms())))
+
+    # When a monitor reads the topics from their start
+    watched = monitor_factory(saga_topics=list(saga_topics.values()), since_ms=None)
+
+    # Then the order is in its state, but its violation (counted by the monitor that saw it live) is not again
+    assert watched.value("shopflow_orders", state="PENDING") == 1
+    assert watched.value("shopflow_invariant_violations_total", rule="double_charge") == 0
+
+
 def test_dead_letters_are_counted_per_topic(stack, topic_factory, producer, monitor_factory):
     dlq = topic_factory("monitor") + ".dlq"
     from confluent_kafka.admin import AdminClient, NewTopic

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shopflow.streams.freshness import CATALOG_TO_SEARCH, Freshness
 from shopflow.streams.saga_health import SagaHealth, entered_state, step_timeouts
 from shopflow.tables.values import reservation_key
 
@@ -24,8 +23,8 @@ def payment_requested(o="o-1", at=T0):
     return ("PaymentRequested", {"order_id": o, "occurred_at": at})
 
 
-def confirmed(o="o-1", at=T0):
-    return ("OrderConfirmed", {"order_id": o, "occurred_at": at})
+def confirmed(o="o-1", at=T0, event_id=None):
+    return ("OrderConfirmed", {"order_id": o, "occurred_at": at, **({"event_id": event_id} if event_id else {})})
 
 
 def cancelled(o="o-1", reason="OUT_OF_STOCK", refunded=False, at=T0, event_id=None):
@@ -45,12 +44,12 @@ def line(record, o="o-1", sku="A"):
 def health_of():
     """``health_of(records)``: a SagaHealth fed these records, and its registry."""
 
-    def make(records):
-        health = SagaHealth(TIMEOUTS, settle_ms=SETTLE_MS, stuck_grace_ms=GRACE_MS)
+    def make(records, *, live=True, **options):
+        health = SagaHealth(TIMEOUTS, settle_ms=SETTLE_MS, stuck_grace_ms=GRACE_MS, **options)
         registry = CollectorRegistry()
         registry.register(health)
         for record, value in records:
-            health.observe(record, value)
+            health.observe(record, value, live=live)
         return health, registry
 
     return make
@@ -156,8 +155,8 @@ def test_a_clean_order_leaves_with_no_violation(health_of):
 
     health.sweep(T0 + SETTLE_MS)
 
-    assert sum(violations(registry, rule) or 0 for rule in ("reservation_not_consumed", "double_charge",
-                                                           "capture_unsettled")) == 0
+    assert [violations(registry, rule) for rule in ("reservation_not_consumed", "double_charge",
+                                                    "capture_unsettled")] == [0, 0, 0]  # present, and 0
     assert health.snapshot(T0 + SETTLE_MS)["orders"]["CONFIRMED"] == 1
 
 
@@ -187,6 +186,78 @@ def test_a_refund_of_an_order_that_left_moves_it_from_confirmed_to_refunded(heal
 
     orders = health.snapshot(T0 + SETTLE_MS)["orders"]
     assert (orders["CONFIRMED"], orders["REFUNDED"]) == (0, 1)
+
+
+# An order whose stock reservation expired from the stock topics (7 days) while its OrderPlaced is kept (30).
+HALF_GONE = [placed(), line("CommitStock"), captured(payment_id="p-1"), captured(payment_id="p-2"), confirmed()]
+
+
+def test_an_order_read_from_the_history_counts_no_violation(health_of):
+    health, registry = health_of(HALF_GONE, live=False)
+
+    health.sweep(T0 + SETTLE_MS)
+
+    assert [violations(registry, rule) for rule in ("consumed_unreserved", "double_charge")] == [0, 0]
+    assert health.snapshot(T0 + SETTLE_MS)["orders"]["CONFIRMED"] == 1  # still counted by state
+
+
+def test_an_order_placed_live_counts_its_violations_whatever_the_order_its_records_are_read_in(health_of):
+    health, registry = health_of(HALF_GONE[1:4])  # its capture read before its OrderPlaced
+    assert violations(registry, "double_charge") == 0  # whose order? not known yet
+
+    for record, value in (placed(), confirmed()):
+        health.observe(record, value, live=True)
+    health.sweep(T0 + SETTLE_MS)
+
+    assert [violations(registry, rule) for rule in ("consumed_unreserved", "double_charge")] == [1, 1]
+
+
+COPIES_AFTER_LEAVING = [
+    ("confirmed", [placed(), payment_requested(), confirmed(event_id="e-9")], confirmed(event_id="e-9"),
+     {"CONFIRMED": 1}, None),
+    ("cancelled", [placed(), cancelled(reason="TIMEOUT", event_id="e-9")],
+     cancelled(reason="TIMEOUT", event_id="e-9"), {"CANCELLED": 1}, "TIMEOUT"),
+    ("an earlier step read again", [placed(), payment_requested(), confirmed()], payment_requested(),
+     {"CONFIRMED": 1}, None),
+]
+
+
+@pytest.mark.parametrize("case,records,copy,expected,reason", COPIES_AFTER_LEAVING,
+                         ids=[c[0] for c in COPIES_AFTER_LEAVING])
+def test_a_copy_read_after_its_order_left_neither_counts_it_twice_nor_reopens_it(health_of, case, records, copy,
+                                                                                 expected, reason):
+    health, registry = health_of(records)
+    health.sweep(T0 + SETTLE_MS)
+
+    health.observe(*copy)
+
+    orders = health.snapshot(T0 + SETTLE_MS)["orders"]
+    assert {s: n for s, n in orders.items() if n} == expected
+    if reason is not None:
+        assert registry.get_sample_value("shopflow_compensations_total", {"reason": reason}) == 1
+    health.sweep(T0 + 2 * SETTLE_MS)
+    assert health.snapshot(T0 + 2 * SETTLE_MS)["tracked"] == 0
+
+
+def test_the_orders_remembered_after_leaving_are_bounded(health_of):
+    health, _ = health_of([placed("a"), confirmed("a"), placed("b"), confirmed("b")], remember_ended=1)
+    health.sweep(T0 + SETTLE_MS)
+
+    health.observe(*confirmed("a", event_id="e-a"))  # forgotten: counted again, as before the memory
+    health.observe(*confirmed("b", event_id="e-b"))  # remembered
+
+    assert health.snapshot(T0 + SETTLE_MS)["orders"]["CONFIRMED"] == 3
+
+
+def test_a_sku_below_zero_in_the_history_counts_only_after_it_falls_again_live(health_of):
+    health, registry = health_of([])
+
+    health.observe_stock("A", {"on_hand": -1, "reserved": 0}, live=False)
+    assert violations(registry, "negative_stock") == 0
+    for on_hand in (2, -1):
+        health.observe_stock("A", {"on_hand": on_hand, "reserved": 0}, live=True)
+
+    assert violations(registry, "negative_stock") == 1
 
 
 def test_a_sku_below_zero_counts_once_per_fall(health_of):
@@ -221,16 +292,6 @@ def test_step_timeouts_are_the_sagas_unless_settings_override_them():
     assert step_timeouts(Settings(payment_timeout_s=None, reservation_timeout_s=None)) == {
         "PENDING": 60, "RESERVED": 30}
     assert step_timeouts(Settings(payment_timeout_s=3, reservation_timeout_s=None)) == {"PENDING": 60, "RESERVED": 3}
-
-
-def test_freshness_shows_the_age_of_a_change_still_awaited_when_it_is_longer():
-    freshness = Freshness()
-    freshness.measured(CATALOG_TO_SEARCH, 0.8)
-    assert freshness.last(CATALOG_TO_SEARCH, now_s=1000.0) == 0.8
-
-    freshness.awaiting(CATALOG_TO_SEARCH, since_s=990.0)
-
-    assert freshness.last(CATALOG_TO_SEARCH, now_s=1000.0) == 10.0
 
 
 def test_no_customer_search_shows_the_heartbeat_product():
