@@ -180,13 +180,14 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     import uvicorn
 
     settings = ensure_jwt_secret(settings or get_settings())
-    port = port or settings.api_port
-    # One target for the whole edge: with several workers, each answers /metrics for all of them.
-    register_target(settings, "edge", port)
+    host, port = host or settings.host, port or settings.api_port
+    # One target for the whole edge: with several workers, each answers /metrics for all of them. At the
+    # address it binds: Prometheus would find nothing at settings.host when `--host` said another.
+    register_target(settings, "edge", port, host=host)
     if workers > 1:
         share_between_processes(settings, "edge")
         # Workers import the app by name; the secret is in secrets.env by now, so they all share it.
-        uvicorn.run("shopflow.api.main:create_app", factory=True, host=host or settings.host,
+        uvicorn.run("shopflow.api.main:create_app", factory=True, host=host,
                     port=port, workers=workers, loop=EVENT_LOOP)
     else:
-        uvicorn.run(create_app(settings), host=host or settings.host, port=port, loop=EVENT_LOOP)
+        uvicorn.run(create_app(settings), host=host, port=port, loop=EVENT_LOOP)

@@ -3,6 +3,7 @@
 ``RequestMetrics`` is pure ASGI (as ``BodySizeLimit``), outermost, so it also counts what is refused
 before routing. The route label is the matched route's template (``/v1/orders/{order_id}``), never
 the raw path, whose ids would make a series per order; a request no route took is ``unmatched``.
+The method label is one of HTTP's usual methods or ``other``: a client may send any token as a method.
 The counters of commands produced, idempotent replays and rate-limited requests are incremented
 where those happen (``api.producer``, ``api.idempotency``, ``api.ratelimit``).
 
@@ -26,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shopflow.metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Children, exposition
 
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 REQUESTS = Counter("shopflow_http_requests_total", "HTTP requests the edge answered, by route template, "
                    "method and status.", ["route", "method", "status"])
@@ -66,7 +69,7 @@ class RequestMetrics:
             route = scope.get("route")
             # The router leaves the route it matched in the scope.
             template = getattr(route, "path", None) or UNMATCHED
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in METHODS else OTHER_METHOD
             _seconds[(template, method)].observe(time.perf_counter() - start)
             _requests[(template, method, str(status_code))].inc()
 

@@ -3,10 +3,12 @@
 A process with a web server of its own (the edge, a Faust worker) serves ``/metrics`` there and calls
 ``register_target``; one without (the indexer, the projection, the monitor) calls ``expose``, which
 serves the default registry on a port of its own. Registering writes a Prometheus file_sd file,
-``<home>/run/targets/<job>-<pid>.json``, which the stack's Prometheus watches (``file_sd_configs``):
-no hand-kept list of ports. The file is written atomically (Prometheus never reads half of one),
-removed when the process exits cleanly, and the files of processes that died without removing
-theirs (SIGKILL) are swept by the next process that registers.
+``<job>-<pid>.json`` in ``settings.targets_dir``, which the stack's Prometheus watches
+(``file_sd_configs``): no hand-kept list of ports. The file is written atomically (Prometheus never
+reads half of one), removed when the process exits cleanly, and the files of processes that died
+without removing theirs (SIGKILL) are swept by the next process that registers. A file also holds
+its process's start time (a ``__meta_`` label, which Prometheus drops after relabelling), so a file
+whose pid was reused by another process is swept too.
 
 Metric objects are module-level, on prometheus_client's default registry, defined where what they
 count happens; hot loops increment children bound once (``Children``), never ``labels()`` per record.
@@ -21,12 +23,14 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -43,13 +47,17 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from shopflow.settings import Settings
 
 __all__ = ["CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "BatchFeed", "Children", "expose", "exposition",
-           "register_target", "share_between_processes", "targets_dir"]
+           "register_target", "share_between_processes"]
 
 # Seconds, 1 ms to 10 s: the range of a request, a batch of records or a commit here (the saga's p99
 # target is 250 ms; a failover is seconds). One choice for every latency histogram, so they compare.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The registering process's start time (psutil's create_time), to tell it from a later one with its pid.
+STARTED_LABEL = "__meta_shopflow_process_started"
+# Start times are counted in clock ticks (10 ms): two readings of one process's agree well within this.
+SAME_START_S = 0.05
 
 # Every counter and histogram would also expose a ``_created`` series (its start time) that nothing here
 # reads: twice the series for Prometheus to store. Read at each scrape, so this holds for all metrics.
@@ -76,10 +84,6 @@ class Children(dict[Any, Any]):
         return child
 
 
-def targets_dir(settings: Settings) -> Path:
-    return settings.home / "run" / "targets"
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -95,30 +99,67 @@ def _pid_of(path: Path) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
+def _started_of(path: Path) -> float | None:
+    """The start time a target file records (None: an unreadable file, or one written without it)."""
+    try:
+        return float(json.loads(path.read_text())[0]["labels"][STARTED_LABEL])
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+
+
+def _registrant_running(pid: int, started: float | None) -> bool:
+    """Whether the process that wrote a file still runs: ``pid`` is alive and, when the file says when
+    its process started, started then (not a later process that was given the same pid)."""
+    if started is None:
+        return _alive(pid)
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < SAME_START_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # someone else's process: alive, as _alive says
+        return True
+
+
 def sweep(settings: Settings) -> list[Path]:
     """Remove the target files of processes that are gone; the files removed."""
     removed = []
-    for path in targets_dir(settings).glob("*.json"):
+    for path in settings.targets_dir.glob("*.json"):
         pid = _pid_of(path)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not _registrant_running(pid, _started_of(path)):
             with contextlib.suppress(FileNotFoundError):  # another process swept it first
                 path.unlink()
                 removed.append(path)
     return removed
 
 
-def register_target(settings: Settings, job: str, port: int, labels: dict[str, str] | None = None) -> Path:
-    """Make this process, serving ``/metrics`` on ``settings.host:port``, a target of the stack's Prometheus.
+def scrape_address(settings: Settings, port: int, host: str | None = None) -> str:
+    """Where Prometheus reaches a process listening on ``host`` (default ``settings.host``) and ``port``.
+
+    A process bound to every address (0.0.0.0, ::) is scraped on ``settings.host``, where the stack's
+    Prometheus runs; an IPv6 address is bracketed, as a URL wants it.
+    """
+    host = host or settings.host
+    if host in ("0.0.0.0", "::"):
+        host = settings.host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def register_target(settings: Settings, job: str, port: int, labels: dict[str, str] | None = None,
+                    host: str | None = None) -> Path:
+    """Make this process, serving ``/metrics`` on ``host:port`` (``host`` defaults to ``settings.host``),
+    a target of the stack's Prometheus.
 
     ``job`` names what the process is (``edge``, ``worker``, ``indexer``...): Prometheus's ``job`` label.
     """
     if not job or "/" in job or job.startswith("."):
         raise ValueError(f"job {job!r}: name the process kind with a plain word, like 'worker'")
-    folder = targets_dir(settings)
+    folder = settings.targets_dir
     folder.mkdir(parents=True, exist_ok=True)
     sweep(settings)
-    address = f"{settings.host}:{port}"
-    entry = [{"targets": [address], "labels": {**(labels or {}), "job": job, "instance": address}}]
+    address = scrape_address(settings, port, host)
+    started = f"{psutil.Process().create_time():.3f}"
+    entry = [{"targets": [address],
+              "labels": {**(labels or {}), "job": job, "instance": address, STARTED_LABEL: started}}]
     path = folder / f"{job}-{os.getpid()}.json"
     # Not named *.json until complete: Prometheus watches that pattern.
     partial = path.with_name(path.name + ".tmp")
@@ -144,17 +185,21 @@ def _unregister() -> None:
 
 
 def _remove_on_sigterm() -> None:
-    """SIGTERM with the default handler ends a process without ``atexit``: remove the files first, then
-    end as SIGTERM would. A process with a handler of its own (uvicorn, Faust) exits through ``atexit``."""
+    """SIGTERM with the default handler ends a process without ``atexit``: exit through ``SystemExit``
+    instead (status 128 + SIGTERM, as a shell reports a process SIGTERM ended), so the atexit handlers
+    run: this file's removal, the multiprocess folder's (``share_between_processes``).
+
+    A process with a handler of its own installed first (Faust, the monitor, the indexer) keeps it.
+    uvicorn installs its own while it serves, then puts this one back and raises the signal again.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        _unregister()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        _unregister()  # now, should a handler on the way out swallow the SystemExit
+        sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -179,7 +224,7 @@ def share_between_processes(settings: Settings, job: str) -> Path:
     Only children see it: this process's own metrics were made before (prometheus_client picks its
     mode when imported). The folder goes when this process exits.
     """
-    parent = settings.home / "run" / "metrics"
+    parent = settings.run_dir / "metrics"
     for left in parent.glob("*-*"):  # the folders of supervisors killed before their exit handlers ran
         pid = _pid_of(left)
         if pid is not None and not _alive(pid):

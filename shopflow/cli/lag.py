@@ -47,7 +47,8 @@ def render(report: LagReport) -> Group:
     for g in report.groups:
         colour = COLOURS.get(g.status, "red")
         table.add_row(Text(g.group, style="bold"), f"{g.state.lower()}, {len(g.members)} member(s)", "", "", "",
-                      "", _count(g.lag), "-" if g.lag_s is None else f"{g.lag_s:,.1f}", Text(g.status, colour), "")
+                      "", _count(g.lag), "-" if g.lag_s is None else f"{g.lag_s:,.1f}", Text(g.status, colour),
+                      g.error or "")
         for p in g.partitions:
             member = f"{p.member.client_id}@{p.member.host.lstrip('/')}" if p.member else "-"
             committed = "no commit" if p.committed is None else _count(p.committed)

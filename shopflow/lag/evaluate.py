@@ -35,7 +35,7 @@ class Status(StrEnum):
     REWIND = "REWIND"
     STALL = "STALL"
     STOP = "STOP"
-    # The partition's ends could not be read (the broker's reason is shown with it).
+    # The partition's ends, or the group, could not be read (the broker's reason is shown with it).
     ERR = "ERR"
 
 
@@ -97,6 +97,8 @@ def offset_lag(committed: int | None, last_stable: int, deliverable_before_stabl
     of a marker, one short of the log end forever (librdkafka #2539, #3917). So the distance to the
     last stable offset counts only when a record a read_committed consumer would deliver lies in it
     (``deliverable_before_stable``; None when it could not be told: the distance, an upper bound).
+    It is then the whole distance: markers and aborted records in it count too (telling them apart
+    would mean reading every record up to the last stable offset at every sample).
     """
     if committed is None:
         return None

@@ -41,6 +41,7 @@ class GroupLag:
     status: Status  # the worst of its partitions'
     members: list[Member]
     partitions: list[PartitionLag]
+    error: str | None = None  # why the broker did not describe the group (its status is then ERR)
 
     @property
     def lag(self) -> int:
@@ -127,6 +128,8 @@ class LagMonitor:
         return answers
 
     def _group(self, g: GroupOffsets, nexts: dict[tuple[Partition, int], NextRecord], now: float) -> GroupLag:
+        if g.error is not None:
+            return GroupLag(g.group, g.state, Status.ERR, [], [], error=g.error)
         partitions = []
         for (topic, p), committed in sorted(g.committed.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             ends, owner = g.ends[(topic, p)], g.owners.get((topic, p))
@@ -146,9 +149,11 @@ class LagMonitor:
         return GroupLag(g.group, g.state, worst(p.status for p in partitions), g.members, partitions)
 
     def _forget(self, report: list[GroupLag], whole: bool) -> None:
-        """Drop the windows of partitions no longer reported (a group deleted, a topic gone)."""
+        """Drop the windows of partitions no longer reported (a group deleted, a topic gone); a group the
+        broker did not describe this time keeps its windows."""
         seen = {(g.group, p.topic, p.partition) for g in report for p in g.partitions}
-        groups = {g.group for g in report}
+        groups = {g.group for g in report if g.error is None}
+        unread = {g.group for g in report if g.error is not None}
         for key in list(self.windows):
-            if key not in seen and (whole or key[0] in groups):
+            if key not in seen and key[0] not in unread and (whole or key[0] in groups):
                 del self.windows[key]

@@ -6,6 +6,9 @@ and those assigned to its members: a member that has not committed yet still sho
 as "no commit". Each partition's ends come in three ``ListOffsets`` questions for all of them at
 once: the first offset still on the log, the log end (read_uncommitted) and the last stable offset
 (read_committed: no open transaction below it).
+
+A group whose description or commits the broker does not give is reported with the broker's reason
+(status ERR) and the other groups still are: one group's trouble does not blind the sample.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription, OffsetSpec
 
-from shopflow.lag.records import Partition
+from shopflow.lag.records import Partition, kafka_reason
 
 REQUEST_TIMEOUT_S = 10.0
+GROUP_GONE = KafkaError.GROUP_ID_NOT_FOUND  # deleted since it was listed: left out, not an error
 
 
 class LagError(Exception):
@@ -53,11 +57,22 @@ class GroupOffsets:
     committed: dict[Partition, int | None] = field(default_factory=dict)  # None: assigned, never committed
     owners: dict[Partition, Member] = field(default_factory=dict)
     ends: dict[Partition, Ends | str] = field(default_factory=dict)  # str: why they could not be read
+    error: str | None = None  # why the group could not be read (nothing else is known of it then)
 
 
-def kafka_reason(exc: KafkaException) -> str:
-    error = exc.args[0] if exc.args else exc
-    return error.str() if isinstance(error, KafkaError) else str(error)
+def _group(group_id: str, described: ConsumerGroupDescription, fetched: ConsumerGroupTopicPartitions) -> GroupOffsets:
+    """A group from the broker's description (members, assignments) and its committed offsets."""
+    group = GroupOffsets(group_id, described.state.name, [])
+    for m in described.members:
+        member = Member(m.member_id, m.client_id, m.host)
+        group.members.append(member)
+        for tp in (m.assignment.topic_partitions if m.assignment else []):
+            group.owners[(tp.topic, tp.partition)] = member
+            group.committed[(tp.topic, tp.partition)] = None
+    for tp in fetched.topic_partitions or []:  # typed optional; the broker always lists them
+        if tp.error is None and tp.offset >= 0:
+            group.committed[(tp.topic, tp.partition)] = tp.offset
+    return group
 
 
 class Broker:
@@ -92,22 +107,20 @@ class Broker:
             fetches = {g: self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)],
                                                                  request_timeout=REQUEST_TIMEOUT_S)[g]
                        for g in ids}
-            out = []
-            for g in ids:
-                desc = described[g].result()
-                group = GroupOffsets(g, desc.state.name, [])
-                for m in desc.members:
-                    member = Member(m.member_id, m.client_id, m.host)
-                    group.members.append(member)
-                    for tp in (m.assignment.topic_partitions if m.assignment else []):
-                        group.owners[(tp.topic, tp.partition)] = member
-                        group.committed[(tp.topic, tp.partition)] = None
-                for tp in fetches[g].result().topic_partitions:
-                    if tp.error is None and tp.offset >= 0:
-                        group.committed[(tp.topic, tp.partition)] = tp.offset
-                out.append(group)
         except KafkaException as exc:
             raise self._unreachable(exc) from None
+        out = []
+        failures = []
+        for g in ids:
+            try:
+                out.append(_group(g, described[g].result(), fetches[g].result()))
+            except KafkaException as exc:
+                if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == GROUP_GONE:
+                    continue
+                failures.append(exc)
+                out.append(GroupOffsets(g, "UNKNOWN", [], error=kafka_reason(exc)))
+        if failures and len(failures) == len(ids):  # not one group answered: the broker is what fails
+            raise self._unreachable(failures[0])
         return out
 
     def ends(self, parts: set[Partition]) -> dict[Partition, Ends | str]:

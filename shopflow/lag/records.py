@@ -15,11 +15,14 @@ offsets and timestamps seen so far on the partition, and the answer says so.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
 
 # Reads are batched: one assignment per sample, every partition that needs a look at once.
 READ_TIMEOUT_S = 3.0
@@ -57,6 +60,12 @@ class NextRecord:
     estimated: bool  # the timestamp is an estimate: that record could not be read
 
 
+def kafka_reason(exc: KafkaException) -> str:
+    """The broker's or the client's words for ``exc``."""
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
+
+
 class RecordClock:
     """Reads next records with one read_committed consumer of its own (assign only: it joins no group
     and commits nothing), and remembers what it read."""
@@ -90,7 +99,12 @@ class RecordClock:
             if isinstance(cached, NothingBefore) and cached.end < stable:
                 start[part] = cached.end  # read on from where nothing was found
         todo = {part: at for part, at in start.items() if self._cached(part, at, asked[part][2]) is None}
-        fresh = self._read(todo, timeout_s) if todo else {}
+        try:
+            fresh = self._read(todo, timeout_s) if todo else {}
+        except KafkaException as exc:  # as a read that timed out: lags to the last stable offset, ages guessed
+            log.warning("consumer lag: reading the next records failed (%s); their ages are estimated until a "
+                        "read succeeds (check `shopflow stack status`)", kafka_reason(exc))
+            fresh = {}
         answers = {}
         for part, (committed, first, stable) in asked.items():
             read = fresh.get(part) or self._cached(part, start[part], stable)

@@ -1,6 +1,8 @@
 """The edge's metrics after real requests: route templates (never raw paths), statuses, latency,
 commands produced, idempotent replays, rate-limited requests; who may scrape ``/metrics``; and a
-real ``shopflow api`` process, alone and with several uvicorn workers, registered for Prometheus."""
+real ``shopflow api`` process, alone and with several uvicorn workers, registered for Prometheus.
+Two fast ones need no server: invented methods are one label value, and the registered address is
+the one the edge binds."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 from metrics_lint import promtool_check, total
+from pydantic import SecretStr
 
+from shopflow.api.metrics import RequestMetrics
 from shopflow.launch import ShopflowProcess, edge_health
-from shopflow.metrics import targets_dir
-from shopflow.settings import Settings
+from shopflow.metrics import exposition
+from shopflow.settings import Settings, get_settings
 from shopflow.topologies.catalog import ORDER_COMMANDS
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 ORDER_ROUTE = "/v1/orders/{order_id}"
 
@@ -35,6 +39,7 @@ async def _scrape(client: httpx.AsyncClient) -> str:
     return response.text
 
 
+@integration
 async def test_requests_are_counted_by_route_template_and_status(client, new_account, skus):
     # Given a customer and the counters as they are
     acct = await new_account()
@@ -65,6 +70,7 @@ async def test_requests_are_counted_by_route_template_and_status(client, new_acc
     promtool_check(after)
 
 
+@integration
 async def test_a_replayed_command_is_counted_once_produced(client, new_account, skus):
     acct = await new_account()
     headers = {**acct.auth, "Idempotency-Key": str(uuid.uuid4())}
@@ -78,6 +84,7 @@ async def test_a_replayed_command_is_counted_once_produced(client, new_account, 
     assert total(after, "shopflow_idempotent_replays_total") - total(before, "shopflow_idempotent_replays_total") == 1
 
 
+@integration
 async def test_refused_requests_are_counted_by_limiter(api_settings):
     from shopflow.api.main import create_app
 
@@ -98,6 +105,7 @@ async def test_refused_requests_are_counted_by_limiter(api_settings):
     assert total(after, "shopflow_http_requests_total", route="/v1/auth/login", status="429") >= 1
 
 
+@integration
 @pytest.mark.parametrize(("address", "headers"), [
     ("203.0.113.9", {}),  # another host
     ("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}),  # through a proxy on this host
@@ -112,8 +120,49 @@ async def test_metrics_answer_only_a_direct_caller_on_this_host(app, address, he
     assert "local Prometheus only" in refused.json()["detail"]
 
 
+@integration
 def test_metrics_are_not_part_of_the_public_api(app):
     assert "/metrics" not in app.openapi()["paths"]
+
+
+async def test_a_method_http_does_not_define_is_counted_as_other_not_as_a_series_of_its_own():
+    # Given the request counter in front of an app that refuses everything
+    async def refuse(scope, receive, send):
+        await send({"type": "http.response.start", "status": 405, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def others(text: str) -> float:
+        return total(text, "shopflow_http_requests_total", route="unmatched", method="other", status="405")
+
+    before = exposition().decode()
+    # When a client invents methods
+    transport = httpx.ASGITransport(app=RequestMetrics(refuse))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as c:
+        for method in ("BREW", "PROPFIND", "X-INVENTED-1"):
+            await c.request(method, "/")
+        await c.request("DELETE", "/")
+    after = exposition().decode()
+
+    # Then they are all one label value, and the methods HTTP defines keep theirs
+    assert others(after) - others(before) == 3
+    assert not any(invented in after for invented in ("BREW", "PROPFIND", "X-INVENTED-1"))
+    assert total(after, "shopflow_http_requests_total", route="unmatched", method="DELETE", status="405") >= 1
+
+
+def test_the_edge_registers_the_host_it_binds_not_the_configured_one(tmp_path: Path, monkeypatch):
+    import uvicorn
+
+    from shopflow.api import main
+
+    registered: list[tuple] = []
+    monkeypatch.setattr(main, "register_target", lambda *args, **kw: registered.append((args, kw)))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kw: None)
+    settings = get_settings().model_copy(update={"home": tmp_path, "host": "127.0.0.1",
+                                                 "jwt_secret": SecretStr("s" * 48)})
+
+    main.serve(settings, host="127.0.0.2", port=8123)
+
+    assert registered == [((settings, "edge", 8123), {"host": "127.0.0.2"})]
 
 
 # --- a real `shopflow api` process ------------------------------------------------------------------
@@ -143,9 +192,10 @@ def edge_process(stack: Settings, tmp_path: Path) -> Iterator:
 
 
 def _target_file(settings: Settings, pid: int | None) -> Path:
-    return targets_dir(settings) / f"edge-{pid}.json"
+    return settings.targets_dir / f"edge-{pid}.json"
 
 
+@integration
 def test_a_running_edge_registers_its_port_and_unregisters_when_stopped(stack: Settings, edge_process):
     port, proc = edge_process()
     target = _target_file(stack, proc.pid)
@@ -159,6 +209,7 @@ def test_a_running_edge_registers_its_port_and_unregisters_when_stopped(stack: S
     assert not target.exists()
 
 
+@integration
 def test_with_several_workers_any_of_them_answers_for_all(stack: Settings, edge_process):
     # Given an edge of 3 uvicorn workers, sharing its counts (prometheus_client's multiprocess mode)
     port, proc = edge_process(workers=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -27,6 +28,22 @@ def test_kafka_down_is_said_with_what_to_do_and_exit_3():
     assert proc.returncode == 3
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in proc.stderr and "shopflow stack status" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_group_the_broker_did_not_describe_is_shown_err_with_the_brokers_reason():
+    from rich.console import Console
+
+    from shopflow.cli.lag import EXIT_NOT_OK, exit_code, render
+    from shopflow.lag import GroupLag, LagReport, Status
+
+    report = LagReport(0.0, 20.0, True, [GroupLag("secret", "UNKNOWN", Status.ERR, [], [],
+                                                  error="not authorized for group secret")])
+    console = Console(width=200, record=True, file=io.StringIO())
+
+    console.print(render(report))
+
+    assert "not authorized for group secret" in console.export_text()
+    assert exit_code(report) == EXIT_NOT_OK
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from polling import eventually, eventually_async
 from pydantic import SecretStr
 
 from shopflow.launch import ShopflowProcess
-from shopflow.metrics import exposition, targets_dir
+from shopflow.metrics import exposition
 from shopflow.schemas.orders import OrderPlaced
 from shopflow.schemas.records import Money, OrderLine
 from shopflow.streams.order_projection import OrderProjection
@@ -84,7 +84,7 @@ def test_each_read_model_process_is_a_target_whose_metrics_pass_the_lint(stack, 
     proc = ShopflowProcess(command, [command], tmp_path / f"{command}.log")
     proc.start()
     try:
-        target = targets_dir(stack) / f"{command}-{proc.pid}.json"
+        target = stack.targets_dir / f"{command}-{proc.pid}.json"
 
         def registered() -> str:
             assert target.exists(), f"{target} not written yet"

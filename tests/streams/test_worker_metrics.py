@@ -11,7 +11,6 @@ import pytest
 from metrics_lint import promtool_check, total
 from polling import eventually
 
-from shopflow.metrics import targets_dir
 from shopflow.schemas.deadletter import dead_letter_topic
 from shopflow.streams.client import SagaClient
 from shopflow.topologies.catalog import ORDER_COMMANDS, STOCK_REQUESTS
@@ -73,7 +72,7 @@ def test_orders_flowing_show_in_the_workers_metrics(stack, saga_workers, codec, 
 
 
 def test_each_worker_is_a_prometheus_target(stack, saga_workers):
-    registered = {target for path in targets_dir(stack).glob("worker-*.json")
+    registered = {target for path in stack.targets_dir.glob("worker-*.json")
                   for entry in json.loads(path.read_text()) for target in entry["targets"]}
 
     assert {url.removeprefix("http://") for url in saga_workers} <= registered
