@@ -91,7 +91,7 @@ def _shown(report, topic: str) -> str:
 
 
 def test_killed_workers_show_as_lag_and_stop_and_fire_an_alert_then_recover(stack, codec, worker_factory,
-                                                                            saga_workers):
+                                                                            saga_workers, suite_timeouts):
     ports = [urlparse(url).port for url in saga_workers]
     lag = LagMonitor(stack.model_copy(update={"lag_window_s": 2.0, "lag_interval_s": 0.25}))
     client = SagaClient(stack, codec)
@@ -140,8 +140,8 @@ def test_killed_workers_show_as_lag_and_stop_and_fire_an_alert_then_recover(stac
                         f"{a['annotations']['summary']}" for a in down))
     finally:
         flowing.set()
-        for port in ports:
-            worker_factory.start(port)
+        for port in ports:  # as the session started them: later tests rely on the suite's step timeouts
+            worker_factory.start(port, **suite_timeouts)
         worker_factory.wait_ready(ports)
 
     # When the workers are back, the group catches up: lag 0, OK
