@@ -76,3 +76,12 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext('shopflow.migrations'))")
+
+
+async def migrate_database(settings: Settings, *, schema: str | None = None) -> list[str]:
+    """``migrate`` on a connection of its own (a tool, the demo, a test's setup), closed after."""
+    conn = await connect(settings, schema=schema)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

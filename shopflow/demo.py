@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import defaultdict
 
-import asyncpg
 import typer
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -26,7 +25,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 from shopflow import edge_demo
 from shopflow.catalog import Catalog, ProductInput
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
-from shopflow.db import migrate
+from shopflow.db import migrate_database
 from shopflow.launch import AlreadyRunning, HealthCheck, ShopflowProcess, edge_health, worker_health
 from shopflow.schemas.check import register_all
 from shopflow.schemas.codec import AvroCodec
@@ -217,13 +216,6 @@ def _cdc(settings: Settings, codec: AvroCodec, step) -> None:
                            attributes={"colour": "black"})
     before = _end_offsets(settings, CATALOG_PRODUCTS.name, CATALOG_PRODUCTS.partitions)
 
-    async def migrate_db() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
     async def write() -> int:
         # Through the catalog, as the edge writes: the row in `products` and its event in one transaction.
         catalog = await Catalog.open(settings, codec, cache=False, pool_size=1)
@@ -233,7 +225,8 @@ def _cdc(settings: Settings, codec: AvroCodec, step) -> None:
         finally:
             await catalog.close()
 
-    asyncio.run(migrate_db())  # the connector's publication is filtered to the outbox table: it must exist
+    # The connector's publication is filtered to the outbox table: it must exist.
+    asyncio.run(migrate_database(settings))
     connector = load(CONNECTORS_DIR / "catalog-outbox.json")
     typer.echo(f"  connector {connector.name}: {ConnectClient(settings.connect_url).apply(connector)}, RUNNING")
     version = asyncio.run(write())

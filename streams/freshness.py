@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -54,7 +54,8 @@ def search_pause_s(waited_s: float) -> float:
 class Freshness(Collector):
     """Measurements per path: a histogram, and the last one (or the age of the change still awaited)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # wall time in seconds; a test gives a simulated one
         self.histogram = Histogram("shopflow_freshness_seconds", "Commit -> readable time of a change in a read "
                                    "model, by path (catalog_to_search, command_to_orders_view).", ["path"],
                                    buckets=LATENCY_BUCKETS + (30.0, 60.0), registry=None)
@@ -84,7 +85,7 @@ class Freshness(Collector):
         """The last measurement, or how long the awaited change has been waiting when that is longer."""
         with self._lock:
             last, since = self._last.get(path), self._awaiting.get(path)
-        waited = (now_s or time.time()) - since if since is not None else None
+        waited = (now_s if now_s is not None else self.clock()) - since if since is not None else None
         values = [v for v in (last, waited) if v is not None]
         return max(values) if values else None
 
@@ -104,9 +105,11 @@ class CatalogHeartbeat:
     """One heartbeat product, written through ``catalog`` and searched for in ``index``."""
 
     def __init__(self, catalog: Catalog, search_url: str, freshness: Freshness, *, index: str = DEFAULT_INDEX,
-                 sku: str = HEARTBEAT_SKU, give_up_s: float = 600.0):
+                 sku: str = HEARTBEAT_SKU, give_up_s: float = 600.0,
+                 pause: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.catalog, self.freshness, self.index, self.sku = catalog, freshness, index, sku
         self.give_up_s = give_up_s
+        self.clock, self.pause = freshness.clock, pause  # one clock for the measurement and its gauge
         self.http = httpx.AsyncClient(base_url=search_url, timeout=10)
 
     async def close(self) -> None:
@@ -119,17 +122,17 @@ class CatalogHeartbeat:
         one is found the gauge keeps counting from the oldest version not found (a dead pipeline shows as
         a freshness that keeps rising, not as the last good measurement)."""
         version = await self._write()
-        committed = time.time()  # the write returned: its transaction is committed
+        committed = self.clock()  # the write returned: its transaction is committed
         self.freshness.awaiting(CATALOG_TO_SEARCH, committed, keep_older=True)
         while not await self._searchable(version):
-            waited = time.time() - committed
+            waited = self.clock() - committed
             if waited > self.give_up_s:
                 raise TimeoutError(f"heartbeat {self.sku} v{version} not searchable in {self.index} after "
                                    f"{self.give_up_s:.0f}s: is `shopflow indexer` running, and the connector? "
                                    "(`shopflow connectors status`)")
-            await asyncio.sleep(search_pause_s(waited))
+            await self.pause(search_pause_s(waited))
         self.freshness.awaiting(CATALOG_TO_SEARCH, None)  # this version is found: every older one is too
-        seconds = time.time() - committed
+        seconds = self.clock() - committed
         self.freshness.measured(CATALOG_TO_SEARCH, seconds)
         return seconds
 

@@ -75,19 +75,10 @@ class RunningIndexer:
 def apply_outbox_connector(stack: Settings) -> ConnectClient:
     """The public schema migrated (the connector's publication needs its outbox table), the connector
     applied and RUNNING; the client, to be closed by the caller."""
-    import asyncpg
-
     from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
-    from shopflow.db import migrate
+    from shopflow.db import migrate_database
 
-    async def migrated() -> None:
-        conn = await asyncpg.connect(stack.postgres_dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(migrated())
+    asyncio.run(migrate_database(stack, schema="public"))
     client = ConnectClient(stack.connect_url)
     client.apply(load(CONNECTORS_DIR / "catalog-outbox.json"))
     return client

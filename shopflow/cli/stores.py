@@ -166,17 +166,10 @@ def db_migrate() -> None:
 
     import asyncpg
 
-    from shopflow.db import migrate
-
-    async def run() -> list[str]:
-        conn = await asyncpg.connect(get_settings().postgres_dsn)
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
+    from shopflow.db import migrate_database
 
     try:
-        applied = asyncio.run(run())
+        applied = asyncio.run(migrate_database(get_settings()))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(RuntimeError(f"migrations failed: {exc}; is PostgreSQL up (`shopflow stack status`)?"))
     typer.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

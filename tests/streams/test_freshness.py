@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shopflow.streams import freshness as freshness_module
 from shopflow.streams.freshness import CATALOG_TO_SEARCH, CatalogHeartbeat, Freshness, search_pause_s
 
 NEVER = float("inf")
@@ -27,7 +26,6 @@ class SimulatedClock:
 
     async def sleep(self, seconds: float) -> None:
         self.now_s += seconds
-        await asyncio.sleep(0)
 
 
 class StandInPipeline:
@@ -50,19 +48,18 @@ class StandInPipeline:
 
 @pytest.fixture
 def heartbeat_of(monkeypatch):
-    """``heartbeat_of(delay_s, give_up_s=600)``: (heartbeat, pipeline, freshness, registry, clock), the
-    freshness module's clock and pauses simulated."""
+    """``heartbeat_of(delay_s, give_up_s=600)``: (heartbeat, pipeline, freshness, registry, clock), on a
+    simulated clock and its pauses."""
     made: list[CatalogHeartbeat] = []
 
     def make(delay_s: float, give_up_s: float = 600.0):
         clock = SimulatedClock()
-        monkeypatch.setattr(freshness_module, "time", clock)
-        monkeypatch.setattr(freshness_module, "asyncio", SimpleNamespace(sleep=clock.sleep))
         pipeline = StandInPipeline(clock, delay_s)
-        freshness = Freshness()
+        freshness = Freshness(clock=clock.time)
         registry = CollectorRegistry()
         registry.register(freshness)
-        beat = CatalogHeartbeat(pipeline, "http://index.invalid", freshness, give_up_s=give_up_s)  # type: ignore[arg-type]
+        beat = CatalogHeartbeat(pipeline, "http://index.invalid", freshness, give_up_s=give_up_s,  # type: ignore[arg-type]
+                                 pause=clock.sleep)
         monkeypatch.setattr(beat, "_searchable", pipeline.searchable)
         made.append(beat)
         return beat, pipeline, freshness, registry, clock
