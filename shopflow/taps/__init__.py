@@ -1,0 +1,1 @@
+"""Topic taps: any topic decoded to JSON, from an offset or a time, live, filtered, masked, exported."""
