@@ -6,12 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup system venv fetch demo test test-fast lint down
+.PHONY: setup system system-test venv fetch demo test test-fast lint down
 
 setup: system venv
 
 system:
 	@bash deploy/install-system.sh
+
+system-test:
+	@bash deploy/install-system.sh test
 
 venv: $(VENV)/.installed
 
@@ -38,7 +41,7 @@ lint: venv
 
 # Lint and types first, then the fast tests (no servers), then the integration tests on one shared
 # stack of real servers.
-test: lint fetch
+test: lint fetch system-test
 	@$(BIN)/python -m pytest -q -m "not integration"
 	@$(BIN)/python -m pytest -q -m integration
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the machine-level tools the stack runs on, from Debian's packages, only when missing:
 # Java 17 (Kafka, Connect, Apicurio, OpenSearch), Maven (fetches their jars), PostgreSQL 15, Redis,
-# Prometheus (and its promtool, which the suite runs on the rules).
+# Prometheus (and its promtool, which the suite runs on the rules). With `test`: also Chromium, the
+# browser the ops console's tests drive (playwright on Debian's build: `playwright install` downloads
+# one from a website, which these machines cannot reach).
 set -euo pipefail
 
 pg_major=$(sed -n 's/^postgresql *= *"\([0-9]*\)".*/\1/p' "$(dirname "$0")/versions.toml")
@@ -12,6 +14,9 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+if [ "${1:-}" = "test" ]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
