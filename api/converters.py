@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shopflow.access import Role, known
 from shopflow.api.schemas import (
     AddressIn,
     Money,
@@ -25,7 +26,6 @@ from shopflow.api.schemas import (
     StockAdjust,
     UserPublic,
 )
-from shopflow.api.security import Role
 from shopflow.schemas import inventory as inventory_records
 from shopflow.schemas import orders as order_records
 from shopflow.schemas import records
@@ -45,8 +45,9 @@ class PricedLine:
 # -- to the wire ----------------------------------------------------------------------------------------
 
 
-def role_to_record(role: Role) -> user_records.Role:
-    return user_records.Role.ADMIN if role is Role.ADMIN else user_records.Role.CUSTOMER
+def role_to_record(roles: Collection[Role]) -> user_records.Role:
+    """The wire knows CUSTOMER and ADMIN only: an account with the admin role is ADMIN."""
+    return user_records.Role.ADMIN if Role.ADMIN in roles else user_records.Role.CUSTOMER
 
 
 def address_to_record(address: AddressIn) -> records.Address:
@@ -86,7 +87,7 @@ def to_stock_adjusted(*, sku: str, body: StockAdjust, adjusted_by: str, occurred
 
 def to_user_registered(user: UserPublic, *, event_id: str | None = None) -> user_records.UserRegistered:
     return user_records.UserRegistered(event_id=event_id or str(uuid.uuid4()), user_id=user.id, email=user.email,
-                                  display_name=user.display_name, role=role_to_record(user.role),
+                                  display_name=user.display_name, role=role_to_record(user.roles),
                                   occurred_at=user.created_at)
 
 
@@ -136,4 +137,4 @@ def order_from_row(row: Mapping[str, Any]) -> OrderPublic:
 
 def user_from_row(row: Mapping[str, Any]) -> UserPublic:
     return UserPublic(id=str(row["id"]), email=row["email"], display_name=row["display_name"],
-                      role=Role(row["role"]), created_at=row["created_at"])
+                      roles=sorted(known(Role, row["roles"])), created_at=row["created_at"])

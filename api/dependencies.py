@@ -1,15 +1,16 @@
-"""What routes ask for, as ``Annotated`` aliases: the caller, the settings, the producer, PostgreSQL, Redis,
-the catalog repository and the product search index.
+"""What routes ask for, as ``Annotated`` aliases: the caller, the settings, the producer, PostgreSQL,
+Redis, the catalog repository and the product search index.
 
-``CurrentUser`` verifies the bearer access token, and in one Redis call checks that its ``jti`` is
-not revoked and counts the request against the user's rate limit (429 + ``Retry-After``).
-``AdminUser`` adds the role check (403). Everything shared lives on ``app.state.edge`` (``Edge``),
-opened by the app's lifespan.
+``CurrentUser`` verifies the bearer access token, and in one Redis call checks that its ``jti`` is not
+revoked and counts the request against the user's rate limit (429 + ``Retry-After``).
+``require(permission)`` adds a permission check (403); ``AdminUser`` is
+``require(Permission.SHOP_ADMIN)``. Permissions come from the token (``api.security``): no database
+call. Everything shared lives on ``app.state.edge`` (``Edge``), opened by the app's lifespan.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -25,12 +26,12 @@ from shopflow.api.orders_store import Markers, OrderNotifications
 from shopflow.api.prices import PriceBook
 from shopflow.api.producer import CommandProducer
 from shopflow.api.ratelimit import FixedWindowLimiter, RateDecision
-from shopflow.api.security import Claims, Role, TokenError, TokenService, TokenType
+from shopflow.api.security import Claims, Permission, TokenError, TokenService, TokenType
 from shopflow.catalog import Catalog
 from shopflow.catalog.search_index import ProductSearch
 from shopflow.schemas.codec import AvroCodec
 from shopflow.settings import Settings
-from shopflow.topologies.catalog import CART_COMMANDS, CATALOG_PRODUCTS, ORDER_COMMANDS, STOCK_REQUESTS, Topic
+from shopflow.topologies.catalog import CART_COMMANDS, CATALOG_PRODUCTS, FILES, ORDER_COMMANDS, STOCK_REQUESTS, Topic
 
 REVOKED_PREFIX = "shopflow:jwt:revoked"
 
@@ -44,6 +45,8 @@ class EdgeTopics:
     # Not produced to directly: catalog writes name it as their outbox rows' aggregatetype.
     catalog_products: Topic = CATALOG_PRODUCTS
     cart_commands: Topic = CART_COMMANDS
+    # Not produced to directly either: product image events go through the catalog's outbox.
+    files: Topic = FILES
 
 
 @dataclass
@@ -174,13 +177,26 @@ async def current_user(
 CurrentUser = Annotated[Claims, Depends(current_user)]
 
 
-async def admin_user(user: CurrentUser) -> Claims:
-    if user.role is not Role.ADMIN:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
-    return user
+def forbidden(permission: Permission) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN,
+                         f"this needs the {permission} permission; an admin can grant a role that has it "
+                         "(shopflow users grant EMAIL ROLE), effective at your next token refresh")
 
 
-AdminUser = Annotated[Claims, Depends(admin_user)]
+def require(permission: Permission) -> Callable[[Claims], Awaitable[Claims]]:
+    """A dependency: the caller's claims when their token carries ``permission`` (401 without a good
+    token, 403 saying which permission otherwise)."""
+
+    async def permitted(user: CurrentUser) -> Claims:
+        if not user.can(permission):
+            raise forbidden(permission)
+        return user
+
+    permitted.__name__ = f"require_{permission.value.replace('.', '_')}"
+    return permitted
+
+
+AdminUser = Annotated[Claims, Depends(require(Permission.SHOP_ADMIN))]
 
 
 async def anonymous_limit(request: Request, edge: EdgeDep) -> None:

@@ -31,7 +31,7 @@ _DESCRIPTIONS = {
     400: "The request is malformed: a body that is not UTF-8 JSON, a `cursor` this API did not issue (cursors "
          "are opaque: pass `next_cursor` as given), a refresh token that is not a valid one.",
     401: "No access token, or one that is expired, tampered with or revoked.",
-    403: "Signed in, but without the role this needs.",
+    403: "Signed in, but without the permission this needs (`detail` names it).",
     404: "No such resource visible to the caller (a customer sees only their own orders: another customer's "
          "order is 404 too; an admin sees every order).",
     409: "Conflicts with the current state (e-mail taken, order already final, a request with the same "

@@ -127,7 +127,8 @@ class UserPublic(BaseModel):
     id: str
     email: str
     display_name: str | None
-    role: Role
+    roles: list[Role] = Field(description="What the account may do: `customer` from sign-up; `admin`, `ops` and "
+                                          "`data` are granted (`shopflow users grant EMAIL ROLE`).")
     created_at: datetime
 
 

@@ -1,37 +1,37 @@
-"""Passwords and tokens of the edge: argon2id hashes, HS256 JWT access and refresh tokens.
+"""Tokens of the edge: HS256 JWT access and refresh tokens carrying what the user may do.
 
-Tokens are stateless (the signature, the expiry and the type say whether one is good) except for
-revocation: a logged-out access token or a used refresh token has its ``jti`` in Redis until it
-would have expired anyway (``api.auth_store``). Refresh tokens rotate: each is good once.
-The signing secret comes from settings; when unset it is generated once into
-``.shopflow/secrets.env``, as the launcher does for the PostgreSQL password.
+An access token carries the user's ``roles`` and ``permissions`` (read from PostgreSQL at login and
+refresh, ``shopflow.access``), so a request needs no database round trip to be authorised; a grant
+or revoke takes effect at the next refresh or login. A refresh token carries neither: refreshing
+reads them again. Tokens are stateless (the signature, the expiry and the type say whether one is
+good) except for revocation: a logged-out access token or a used refresh token has its ``jti`` in
+Redis until it would have expired anyway. Refresh tokens rotate: each is good once. The signing
+secret comes from settings; when unset it is generated once into ``.shopflow/secrets.env``, as the
+launcher does for the PostgreSQL password. Passwords: ``shopflow.access``.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from shopflow.access import Permission, Role
 from shopflow.settings import Settings, ensure_local_secret
+
+# Role and Permission are shopflow.access's, named here too for the edge's modules and tests.
+__all__ = ["Claims", "Permission", "Role", "TokenError", "TokenPair", "TokenService", "TokenType", "ensure_jwt_secret"]
 
 ALGORITHM = "HS256"
 ISSUER = "shopflow"
 JWT_SECRET_VAR = "SHOPFLOW_JWT_SECRET"
 # HS256 needs at least 256 bits of key (RFC 7518 3.2); shorter configured secrets are refused.
 MIN_SECRET_BYTES = 32
-
-
-class Role(StrEnum):
-    CUSTOMER = "customer"
-    ADMIN = "admin"
 
 
 class TokenType(StrEnum):
@@ -48,10 +48,15 @@ class Claims:
     """What a verified token says."""
 
     user_id: str
-    role: Role
     type: TokenType
     jti: str
     expires_at: int  # seconds since the epoch
+    # Empty on a refresh token: refreshing reads them again from PostgreSQL.
+    roles: frozenset[Role] = frozenset()
+    permissions: frozenset[Permission] = frozenset()
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
 
     def seconds_left(self, now: float | None = None) -> int:
         return max(0, int(self.expires_at - (time.time() if now is None else now)))
@@ -84,18 +89,21 @@ class TokenService:
             raise ValueError(f"no JWT secret: set {JWT_SECRET_VAR} or call ensure_jwt_secret(settings)")
         return cls(settings.jwt_secret.get_secret_value(), settings.access_token_ttl_s, settings.refresh_token_ttl_s)
 
-    def _mint(self, user_id: str, role: Role, kind: TokenType, ttl_s: int, now: float) -> str:
+    def _mint(self, user_id: str, kind: TokenType, ttl_s: int, now: float, **extra: Any) -> str:
         claims: dict[str, Any] = {
-            "iss": ISSUER, "sub": user_id, "role": role.value, "typ": kind.value,
-            "jti": uuid.uuid4().hex, "iat": int(now), "exp": int(now) + ttl_s,
+            "iss": ISSUER, "sub": user_id, "typ": kind.value,
+            "jti": uuid.uuid4().hex, "iat": int(now), "exp": int(now) + ttl_s, **extra,
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
-    def issue(self, user_id: str, role: Role, now: float | None = None) -> TokenPair:
+    def issue(self, user_id: str, roles: Iterable[Role], permissions: Iterable[Permission],
+              now: float | None = None) -> TokenPair:
         now = time.time() if now is None else now
+        access = self._mint(user_id, TokenType.ACCESS, self.access_ttl_s, now,
+                            roles=sorted(r.value for r in roles), permissions=sorted(p.value for p in permissions))
         return TokenPair(
-            access_token=self._mint(user_id, role, TokenType.ACCESS, self.access_ttl_s, now),
-            refresh_token=self._mint(user_id, role, TokenType.REFRESH, self.refresh_ttl_s, now),
+            access_token=access,
+            refresh_token=self._mint(user_id, TokenType.REFRESH, self.refresh_ttl_s, now),
             expires_in=self.access_ttl_s,
         )
 
@@ -131,31 +139,24 @@ class TokenService:
             kind = TokenType(str(raw.get("typ")))
         except ValueError:
             raise TokenError("the token has no known type (access or refresh)") from None
-        try:
-            role = Role(str(raw.get("role")))
-        except ValueError:
-            raise TokenError("the token carries no known role") from None
-        return Claims(user_id=str(raw["sub"]), role=role, type=kind, jti=str(raw["jti"]),
-                      expires_at=int(raw["exp"]))
+        roles: frozenset[Role] = frozenset()
+        permissions: frozenset[Permission] = frozenset()
+        if kind is TokenType.ACCESS:
+            roles = _members(Role, raw.get("roles"), "roles")
+            permissions = _members(Permission, raw.get("permissions"), "permissions")
+        return Claims(user_id=str(raw["sub"]), type=kind, jti=str(raw["jti"]), expires_at=int(raw["exp"]),
+                      roles=roles, permissions=permissions)
 
 
-# -- passwords -------------------------------------------------------------------------------------
-
-_HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified against when the e-mail is unknown, so a login takes as long whether or not the account exists.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
-
-
-def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
-
-
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches; always does the work of one verification."""
+def _members(enum: type[Role] | type[Permission], names: object, claim: str) -> frozenset[Any]:
+    """An access token's ``roles`` or ``permissions`` claim; a token made before there were roles, or
+    naming one this code does not know, is refused (its holder refreshes or logs in again)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TokenError(f"the token carries no {claim} list; refresh it or log in again")
     try:
-        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+        return frozenset(enum(n) for n in names)
+    except ValueError:
+        raise TokenError(f"the token carries an unknown entry in {claim}; refresh it or log in again") from None
 
 
 # -- the secret --------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Accounts in PostgreSQL: sign-up (with its UserRegistered through the outbox), sign-in, admins.
+"""Accounts in PostgreSQL: sign-up (with its UserRegistered through the outbox), profiles, admins.
 
-A new user and the UserRegistered event announcing it are inserted in one transaction, the event
-as a codec-framed Avro row of the ``outbox`` table that Debezium's outbox router carries to the
-``users`` topic. There is no second write to Kafka that could fail after the account exists.
+A new user, their first role and the UserRegistered event announcing them are inserted in one
+transaction, the event as a codec-framed Avro row of the ``outbox`` table that Debezium's outbox
+router carries to the ``users`` topic. There is no second write to Kafka that could fail after the
+account exists. Roles live in ``user_roles`` (``shopflow.access``); sign-in is ``access.authenticate``.
 
 The first admin cannot sign up as one (sign-up always makes a customer); it is made from the
 command line with ``create_admin`` (``shopflow users create-admin EMAIL``), which can also promote
-an existing account.
+an existing account; other roles are granted with ``shopflow users grant EMAIL ROLE``.
 """
 
 from __future__ import annotations
@@ -16,46 +17,48 @@ import uuid
 
 import asyncpg
 
+from shopflow.access import Role, add_role, audit, cli_actor, grant, hash_password
 from shopflow.api.converters import to_user_registered, user_from_row
 from shopflow.api.schemas import UserPublic
-from shopflow.api.security import Role, hash_password, verify_password
 from shopflow.db import connect, migrate
 from shopflow.outbox import Outbox
 from shopflow.schemas.codec import AvroCodec
 from shopflow.settings import Settings
 from shopflow.topologies.catalog import USERS
 
-_COLUMNS = "id, email, display_name, role, created_at"
+# A profile with its roles (by name); $1 is the WHERE clause's value.
+_PROFILE = """
+SELECT u.id, u.email, u.display_name, u.created_at,
+       array(SELECT ur.role FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role) AS roles
+FROM users u WHERE {where}
+"""
 
 
 class EmailTaken(Exception):
     """An account with this e-mail address exists."""
 
 
+async def _profile(conn: asyncpg.Connection, where: str, value: object) -> UserPublic | None:
+    row = await conn.fetchrow(_PROFILE.format(where=where), value)
+    return user_from_row(row) if row else None
+
+
 async def register(conn: asyncpg.Connection, codec: AvroCodec, *, email: str, password: str,
                    display_name: str | None, role: Role = Role.CUSTOMER) -> UserPublic:
-    """Create the account and its outbox event together; ``EmailTaken`` when the address is in use."""
+    """Create the account, its role and its outbox event together; ``EmailTaken`` when the address is in use."""
     password_hash = await asyncio.to_thread(hash_password, password)  # ~50 ms of CPU: off the event loop
+    user_id = uuid.uuid4()
     try:
         async with conn.transaction():
-            row = await conn.fetchrow(
-                f"INSERT INTO users (id, email, password_hash, display_name, role) VALUES ($1, $2, $3, $4, $5) "
-                f"RETURNING {_COLUMNS}",
-                uuid.uuid4(), email.lower(), password_hash, display_name, role.value,
-            )
-            user = user_from_row(row)
-            event = to_user_registered(user)
-            await Outbox(codec, USERS).write(conn, [(user.id, event)])
+            await conn.execute("INSERT INTO users (id, email, password_hash, display_name) VALUES ($1, $2, $3, $4)",
+                               user_id, email.lower(), password_hash, display_name)
+            await add_role(conn, user_id, role, "sign-up" if role is Role.CUSTOMER else "create-admin")
+            user = await _profile(conn, "u.id = $1", user_id)
+            assert user is not None  # inserted just above, in this transaction
+            await Outbox(codec, USERS).write(conn, [(user.id, to_user_registered(user))])
     except asyncpg.UniqueViolationError:
         raise EmailTaken(f"an account with e-mail {email.lower()} already exists") from None
     return user
-
-
-async def authenticate(conn: asyncpg.Connection, email: str, password: str) -> UserPublic | None:
-    """The user when e-mail and password match, else None (same work either way: no account probing)."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE email = $1", email.lower())
-    ok = await asyncio.to_thread(verify_password, row["password_hash"] if row else None, password)
-    return user_from_row(row) if ok and row else None
 
 
 async def get_user(conn: asyncpg.Connection, user_id: str) -> UserPublic | None:
@@ -63,21 +66,28 @@ async def get_user(conn: asyncpg.Connection, user_id: str) -> UserPublic | None:
         uid = uuid.UUID(user_id)
     except ValueError:
         return None
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", uid)
-    return user_from_row(row) if row else None
+    return await _profile(conn, "u.id = $1", uid)
 
 
 async def make_admin(conn: asyncpg.Connection, codec: AvroCodec, *, email: str, password: str,
                      display_name: str | None = None, promote: bool = False) -> UserPublic:
-    """A new admin account, or (``promote``) an existing account raised to admin."""
+    """A new admin account, or (``promote``) an existing account given the admin role as well; either is
+    written to the audit log as a grant by whoever ran the command."""
     try:
-        return await register(conn, codec, email=email, password=password, display_name=display_name,
-                              role=Role.ADMIN)
+        created = await register(conn, codec, email=email, password=password, display_name=display_name,
+                                 role=Role.ADMIN)
     except EmailTaken:
         if not promote:
             raise
-    row = await conn.fetchrow(f"UPDATE users SET role = 'admin' WHERE email = $1 RETURNING {_COLUMNS}", email.lower())
-    return user_from_row(row)
+        await grant(conn, email=email, role=Role.ADMIN, actor=cli_actor())  # audited by grant
+    else:
+        await audit(conn, actor=cli_actor(), action="role.grant", target=email.lower(),
+                    detail={"role": Role.ADMIN.value, "new_account": True})
+        return created
+    user_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", email.lower())
+    user = await _profile(conn, "u.id = $1", user_id)
+    assert user is not None
+    return user
 
 
 def create_admin(settings: Settings, email: str, password: str, display_name: str | None = None,

@@ -1,8 +1,10 @@
 """Accounts: sign up, log in, refresh, log out (``/v1/auth``).
 
-Sign-up always makes a customer; admins are made from the command line (``api.users.create_admin``).
-Refresh tokens rotate: using one revokes it, so a stolen refresh token works at most once and a
-replayed one is refused. Log out revokes the access token and, when given, the refresh token.
+Sign-up always makes a customer; admins are made from the command line (``api.users.create_admin``),
+other roles granted there (``shopflow users grant``). Login and refresh read the user's roles and
+permissions from PostgreSQL into the access token. Refresh tokens rotate: using one revokes it, so a
+stolen refresh token works at most once and a replayed one is refused. Log out revokes the access token
+and, when given, the refresh token.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from shopflow import access
 from shopflow.api import users
 from shopflow.api.dependencies import CurrentUser, DbDep, EdgeDep, OptionalIdempotencyKey, anonymous_limit, unauthorized
 from shopflow.api.errors import errors
@@ -55,10 +58,10 @@ async def register(body: RegisterRequest, request: Request, edge: EdgeDep,
              responses=errors(400, 401, 413, 422, 429, 503))
 async def login(body: LoginRequest, conn: DbDep, edge: EdgeDep) -> TokenResponse:
     """Exchange e-mail and password for an access token and a refresh token."""
-    user = await users.authenticate(conn, body.email, body.password)
+    user = await access.authenticate(conn, body.email, body.password)
     if user is None:
         raise unauthorized("wrong e-mail or password", invalid=False)
-    return _tokens(edge.tokens.issue(user.id, user.role))
+    return _tokens(edge.tokens.issue(user.user_id, user.roles, user.permissions))
 
 
 @router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(anonymous_limit)],
@@ -71,11 +74,11 @@ async def refresh(body: RefreshRequest, conn: DbDep, edge: EdgeDep) -> TokenResp
         raise unauthorized(str(exc)) from None
     if not await edge.revoke(claims):
         raise unauthorized("the refresh token was already used or revoked; log in again")
-    user = await users.get_user(conn, claims.user_id)
+    user = await access.principal_of(conn, claims.user_id)
     if user is None:
         raise unauthorized("the account no longer exists")
-    # The role is read again, so a promotion or demotion takes effect at the next refresh.
-    return _tokens(edge.tokens.issue(user.id, user.role))
+    # Roles and permissions are read again, so a grant or revoke takes effect at the next refresh.
+    return _tokens(edge.tokens.issue(user.user_id, user.roles, user.permissions))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(400, 401, 413, 422, 429, 503))

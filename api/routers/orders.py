@@ -26,7 +26,7 @@ from shopflow.api.idempotency import Outcome, fingerprint
 from shopflow.api.ordering import LOCATION_HEADER, NewOrder, location
 from shopflow.api.orders_store import BadCursor, Cursor, Marker, fetch_order, list_orders, reached, wait_for_order
 from shopflow.api.schemas import MAX_WAIT_S, CancelAccepted, OrderAccepted, OrderCreate, OrderPage, OrderPublic
-from shopflow.api.security import Claims, Role
+from shopflow.api.security import Claims, Permission
 from shopflow.topologies.orders import FINAL_ORDER_STATUSES, RANK_PLACED
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
@@ -52,7 +52,7 @@ async def _visible(edge: Edge, order_id: str, user: Claims) -> tuple[asyncpg.Rec
     row = await fetch_order(edge.pool, order_id)
     marker = await edge.markers.get(order_id)
     owner = row["user_id"] if row is not None else (marker.user_id if marker is not None else None)
-    if owner is None or (owner != user.user_id and user.role is not Role.ADMIN):
+    if owner is None or (owner != user.user_id and not user.can(Permission.SHOP_ADMIN)):
         raise not_found(order_id)
     return row, marker
 

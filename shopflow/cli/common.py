@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn
 
 import typer
@@ -31,3 +31,26 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], footer
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
     _console.print(table)
+
+
+def audit_cli(action: str, target: str, detail: Mapping[str, object] | None = None) -> None:
+    """One audit_log row for an action done from a terminal (actor ``cli:<os user>``). The action is done
+    by then: a database that cannot be reached is said on stderr, not made a failure of the action."""
+    import asyncio
+
+    from shopflow.access import audit, cli_actor
+    from shopflow.db import connect
+    from shopflow.settings import get_settings
+
+    async def write() -> None:
+        conn = await connect(get_settings())
+        try:
+            await audit(conn, actor=cli_actor(), action=action, target=target, detail=detail)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(write())
+    except Exception as exc:  # noqa: BLE001 - asyncpg's and the OS's errors alike: the action stands
+        typer.secho(f"warning: {action} {target} done but not written to the audit log ({exc}); "
+                    "is PostgreSQL up and migrated (`shopflow db migrate`)?", fg=typer.colors.YELLOW, err=True)

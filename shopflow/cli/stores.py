@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 
-from shopflow.cli.common import fail, print_table
+from shopflow.cli.common import audit_cli, fail, print_table
 from shopflow.settings import get_settings
+
+if TYPE_CHECKING:
+    import asyncpg
+
+T = TypeVar("T")
 
 connectors_app = typer.Typer(help="Kafka Connect connectors declared in connectors/*.json.", no_args_is_help=True)
 search_app = typer.Typer(help="The product search index (OpenSearch).", no_args_is_help=True)
@@ -39,34 +46,76 @@ def connectors_apply(
 
 
 @connectors_app.command("status")
-def connectors_status() -> None:
-    """The state of every connector on the worker and of its tasks."""
+def connectors_status(
+    state: list[str] = typer.Option(None, "--state", help="Only connectors with this state on the connector or "
+                                    "one of its tasks (repeatable), e.g. --state FAILED."),
+    traces: bool = typer.Option(False, "--traces", help="Print the whole trace of every failed connector and task."),
+) -> None:
+    """Every connector on the worker: its own state and each task's, read now, with the root cause of a failure."""
+    from shopflow.connectors.apply import CONNECT_STATES, ConnectorError
+
+    wanted = {s.upper() for s in state or []}
+    if unknown := wanted - set(CONNECT_STATES):
+        typer.secho(f"error: unknown state {', '.join(sorted(unknown))}; one of {', '.join(CONNECT_STATES)}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    client = _connect_client()
+    try:
+        statuses = client.statuses()
+    except ConnectorError as exc:
+        fail(exc)
+    finally:
+        client.close()
+    shown = [s for s in statuses if not wanted or s.states & wanted]
+    failed = sum(s.connector.state == "FAILED" for s in statuses)
+    typer.echo(f"{len(statuses)} connectors: {failed} failed, {sum(s.failed_tasks for s in statuses)} failed tasks")
+    print_table(["connector", "health", "connector state", "tasks", "cause"],
+                [(s.name, s.health, s.connector.state,
+                  ", ".join(f"{t.task} {t.state}" for t in s.tasks) or "no tasks", s.cause) for s in shown])
+    for s in shown if traces else []:
+        for unit in (s.connector, *s.tasks):
+            if unit.trace:
+                typer.echo(f"\n{s.name} {'connector' if unit.task is None else f'task {unit.task}'}:\n{unit.trace}")
+
+
+def _act_on_connector(name: str, action: str, wait_running: bool, **options: bool) -> None:
+    """``restart``, ``pause`` or ``resume`` a connector through Connect, audited; ``wait_running``: then wait
+    until it and its tasks run (a failure says its cause)."""
     from shopflow.connectors.apply import ConnectorError
 
     client = _connect_client()
-    rows = []
     try:
-        for name in client.names():
-            st = client.status(name) or {}
-            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", []))
-            rows.append((name, st.get("connector", {}).get("state", "?"), tasks or "no tasks"))
+        getattr(client, action)(name, **options)
+        audit_cli(f"connector.{action}", f"connector:{name}", options)
+        if wait_running:
+            client.wait_running(name)
+        status = client.connector_status(name)
     except ConnectorError as exc:
         fail(exc)
-    print_table(["connector", "state", "tasks"], rows)
+    finally:
+        client.close()
+    typer.echo(f"{name}: {action} done, now {status.health if status else 'gone'}")
 
 
 @connectors_app.command("restart")
-def connectors_restart(name: str) -> None:
+def connectors_restart(
+    name: str,
+    only_failed: bool = typer.Option(False, "--only-failed", help="Restart only the connector or tasks that FAILED."),
+) -> None:
     """Restart a connector and its tasks (after fixing what made them FAILED) and wait until RUNNING."""
-    from shopflow.connectors.apply import ConnectorError
+    _act_on_connector(name, "restart", True, only_failed=only_failed)
 
-    client = _connect_client()
-    try:
-        client.restart(name)
-        client.wait_running(name)
-    except ConnectorError as exc:
-        fail(exc)
-    typer.echo(f"{name}: restarted, RUNNING")
+
+@connectors_app.command("pause")
+def connectors_pause(name: str) -> None:
+    """Pause a connector and its tasks: they stop producing, keep their place, until `connectors resume`."""
+    _act_on_connector(name, "pause", False)
+
+
+@connectors_app.command("resume")
+def connectors_resume(name: str) -> None:
+    """Resume a paused connector and wait until it and its tasks run."""
+    _act_on_connector(name, "resume", True)
 
 
 @connectors_app.command("delete")
@@ -157,6 +206,74 @@ def users_create_admin(
     except ValueError as exc:
         fail(exc)
     typer.echo(f"admin {user.email} ({user.id})")
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Stop with exit status 2: the command was asked something that cannot be (an unknown user or role)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _on_access(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` on a migrated PostgreSQL connection: an unknown user or role exits 2, a database that
+    cannot be reached exits 1, each saying what to do."""
+    import asyncio
+
+    import asyncpg
+
+    from shopflow.access import AccessError
+    from shopflow.db import connect, migrate
+
+    async def run() -> T:
+        conn = await connect(get_settings())
+        try:
+            await migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except AccessError as exc:
+        _usage_error(str(exc))
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(RuntimeError(f"{exc}; is PostgreSQL up (`shopflow stack status`)?"))
+
+
+@users_app.command("grant")
+def users_grant(email: str, role: str) -> None:
+    """Give an account a role (ops, data, admin, customer); it takes effect at the user's next login or
+    token refresh. Audited."""
+    from shopflow.access import cli_actor, grant
+
+    added = _on_access(lambda conn: grant(conn, email=email, role=role, actor=cli_actor()))
+    typer.echo(f"{email.lower()}: granted {role}" if added else f"{email.lower()}: already had {role}")
+
+
+@users_app.command("revoke")
+def users_revoke(email: str, role: str) -> None:
+    """Take a role from an account: a refresh or login no longer gets it; access tokens already issued
+    keep it until they expire (settings.access_token_ttl_s). Audited."""
+    from shopflow.access import cli_actor, revoke
+
+    removed = _on_access(lambda conn: revoke(conn, email=email, role=role, actor=cli_actor()))
+    typer.echo(f"{email.lower()}: revoked {role}" if removed else f"{email.lower()}: did not have {role}")
+
+
+@users_app.command("roles")
+def users_roles(email: str) -> None:
+    """An account's roles, what each permits, who granted it and when."""
+    from shopflow.access import grants_of
+
+    grants = _on_access(lambda conn: grants_of(conn, email))
+    if grants is None:
+        _usage_error(f"no account with e-mail {email.lower()}")
+    if not grants:
+        typer.echo(f"{email.lower()} has no roles (`shopflow users grant {email.lower()} ROLE` gives one)")
+        return
+    print_table(["role", "permissions", "granted by", "granted at"],
+                [(g.role, ", ".join(g.permissions) or "-", g.granted_by, f"{g.granted_at:%Y-%m-%d %H:%M:%S %Z}")
+                 for g in grants])
 
 
 @db_app.command("migrate")

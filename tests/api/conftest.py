@@ -96,18 +96,23 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def new_account(app, client: httpx.AsyncClient) -> Callable:
-    """``await new_account(role="customer")``: a fresh signed-in account."""
+    """``await new_account(role="customer")``: a fresh signed-in account; ``"admin"`` made as the CLI makes
+    one, ``"data"`` or ``"ops"`` a customer granted that role too."""
+    from shopflow.access import grant
     from shopflow.api.users import make_admin
 
     async def make(role: str = "customer") -> Account:
         email, password = f"u{uuid.uuid4().hex[:12]}@example.test", secrets.token_urlsafe(12)
+        edge = app.state.edge
         if role == "admin":
-            edge = app.state.edge
             async with edge.pool.acquire() as conn:
                 await make_admin(conn, edge.codec, email=email, password=password)
         else:
             r = await client.post("/v1/auth/register", json={"email": email, "password": password})
             assert r.status_code == 201, r.text
+            if role != "customer":
+                async with edge.pool.acquire() as conn:
+                    await grant(conn, email=email, role=role, actor="test")
         r = await client.post("/v1/auth/login", json={"email": email, "password": password})
         assert r.status_code == 200, r.text
         tokens = r.json()

@@ -7,8 +7,10 @@ import uuid
 
 import pytest
 
+from shopflow.access import Role
 from shopflow.api.users import EmailTaken, create_admin
-from shopflow.schemas.users import Role, UserRegistered
+from shopflow.schemas.users import Role as WireRole
+from shopflow.schemas.users import UserRegistered
 from shopflow.topologies.catalog import USERS
 
 pytestmark = pytest.mark.integration
@@ -24,7 +26,7 @@ async def test_sign_up_writes_the_user_and_its_event_in_the_outbox(client, app, 
     assert r.status_code == 201, r.text
     user = r.json()
     assert r.headers["location"] == "/v1/users/me"
-    assert (user["email"], user["display_name"], user["role"]) == (email.lower(), "Ann", "customer")
+    assert (user["email"], user["display_name"], user["roles"]) == (email.lower(), "Ann", ["customer"])
     assert "password" not in r.text and "hash" not in r.text
 
     async with app.state.edge.pool.acquire() as conn:
@@ -36,7 +38,7 @@ async def test_sign_up_writes_the_user_and_its_event_in_the_outbox(client, app, 
     assert (row["aggregatetype"], row["type"]) == (USERS.name, "UserRegistered")
     event = UserRegistered.from_avro(codec.decode(bytes(row["payload"])))
     assert (event.user_id, event.email, event.display_name, event.role) == (user["id"], email.lower(), "Ann",
-                                                                           Role.CUSTOMER)
+                                                                           WireRole.CUSTOMER)
     assert str(row["id"]) == event.event_id
 
 
@@ -98,10 +100,10 @@ async def test_logout_refuses_someone_elses_refresh_token(client, new_account):
     assert (await client.post("/v1/auth/refresh", json={"refresh_token": b.refresh})).status_code == 200
 
 
-async def test_create_admin_makes_or_promotes_an_admin(client, api_settings, new_account):
+async def test_create_admin_makes_or_promotes_an_admin(app, client, api_settings, new_account):
     email, password = _email(), "admin-pass-1"
     user = await asyncio.to_thread(create_admin, api_settings, email, password)
-    assert user.role == "admin"
+    assert user.roles == [Role.ADMIN]
     with pytest.raises(EmailTaken):
         await asyncio.to_thread(create_admin, api_settings, email, password)
     with pytest.raises(ValueError):
@@ -114,8 +116,15 @@ async def test_create_admin_makes_or_promotes_an_admin(client, api_settings, new
     customer = await new_account()
     assert (await client.get("/v1/admin/orders", headers=customer.auth)).status_code == 403
     promoted = await asyncio.to_thread(create_admin, api_settings, customer.email, "ignored-pw", None, True)
-    assert promoted.id == customer.id and promoted.role == "admin"
-    # The role is in the token: the promotion shows at the next refresh.
+    assert promoted.id == customer.id and promoted.roles == [Role.ADMIN, Role.CUSTOMER]
+    # Permissions are in the token: the promotion shows at the next refresh.
     r = await client.post("/v1/auth/refresh", json={"refresh_token": customer.refresh})
     auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
     assert (await client.get("/v1/admin/orders", headers=auth)).status_code == 200
+    # Both the new admin and the promotion are grants in the audit log, by whoever ran the command.
+    async with app.state.edge.pool.acquire() as conn:
+        grants = await conn.fetch("SELECT target, actor, detail->>'role' AS role FROM audit_log "
+                                  "WHERE action = 'role.grant' AND target = ANY($1::text[]) ORDER BY id",
+                                  [email.lower(), customer.email.lower()])
+    assert [(g["target"], g["role"]) for g in grants] == [(email.lower(), "admin"), (customer.email.lower(), "admin")]
+    assert all(g["actor"].startswith("cli:") for g in grants)

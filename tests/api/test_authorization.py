@@ -58,6 +58,7 @@ POLICY: dict[tuple[str, str], dict[str, int]] = {
     ("DELETE", "/v1/categories/{category_id}"): row(401, 403, 403, 204),
     ("GET", "/v1/search"): everyone(200),
     ("GET", "/v1/search/suggest"): everyone(200),
+    ("GET", "/v1/taps/{topic}"): row(401, 403, 403, 200),  # taps.read: data, ops and admin (tests/api/test_taps_route)
 }
 CELLS = [(method, path, who) for (method, path), expected in POLICY.items() for who in WHO]
 
@@ -160,9 +161,10 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
         else:
             body = {"name": "Walk renamed"}
     url = (path.replace("{order_id}", world["order_id"]).replace("{sku}", sku)
-           .replace("{category_id}", str(category_id)))
-    r = await client.request(method, url, headers=headers, json=body,
-                             params={"prefix": "walk"} if path == "/v1/search/suggest" else None)
+           .replace("{category_id}", str(category_id)).replace("{topic}", "users"))
+    params = ({"prefix": "walk"} if path == "/v1/search/suggest"
+              else {"limit": 1, "max_scanned": 10} if path == "/v1/taps/{topic}" else None)
+    r = await client.request(method, url, headers=headers, json=body, params=params)
     if made_sku is not None:
         await scrap_product(catalog, made_sku)
     if made_category is None and path == "/v1/categories" and r.status_code == 201:

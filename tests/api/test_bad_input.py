@@ -88,7 +88,7 @@ CASES = [
          body=lambda s: {"delta": 0, "reason": "x"}, token="admin"),
     Case("stock-unknown-sku", 422, "unknown sku", path="/v1/admin/stock/NOPE-9/adjust",
          body=lambda s: {"delta": 3, "reason": "x"}, token="admin"),
-    Case("stock-as-customer", 403, "admin role", path="/v1/admin/stock/{A}/adjust",
+    Case("stock-as-customer", 403, "needs the shop.admin permission", path="/v1/admin/stock/{A}/adjust",
          body=lambda s: {"delta": 3, "reason": "x"}),
     Case("register-bad-email", 422, "should match pattern", path="/v1/auth/register",
          body=lambda s: {"email": "not-an-email", "password": "hunter22!"}, token="none", key=False),
@@ -105,7 +105,7 @@ async def caller(app, client, new_account, skus, idem):
     def bearer(kind: str) -> dict[str, str]:
         token = {
             "customer": customer.access, "admin": admin.access, "refresh": customer.refresh,
-            "expired": tokens.issue(customer.id, Role.CUSTOMER, now=time.time() - 3600).access_token,
+            "expired": tokens.issue(customer.id, {Role.CUSTOMER}, set(), now=time.time() - 3600).access_token,
             "tampered": _tampered(customer.access), "garbage": "x.y.z",
         }.get(kind)
         if kind == "basic":
@@ -125,7 +125,7 @@ async def caller(app, client, new_account, skus, idem):
 def _tampered(token: str) -> str:
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["role"] = "admin"
+    claims["roles"], claims["permissions"] = ["admin"], ["shop.admin"]
     return f"{header}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{signature}"
 
 

@@ -10,15 +10,8 @@ import time
 import jwt
 import pytest
 
-from shopflow.api.security import (
-    Role,
-    TokenError,
-    TokenService,
-    TokenType,
-    ensure_jwt_secret,
-    hash_password,
-    verify_password,
-)
+from shopflow.access import Permission, Role, hash_password, verify_password
+from shopflow.api.security import TokenError, TokenService, TokenType, ensure_jwt_secret
 from shopflow.settings import Settings
 
 SECRET = "s" * 48
@@ -29,17 +22,25 @@ def tokens() -> TokenService:
     return TokenService(SECRET, access_ttl_s=60, refresh_ttl_s=3600)
 
 
+CUSTOMER = ({Role.CUSTOMER}, set())
+
+
 def test_an_issued_pair_verifies_as_what_it_is(tokens):
-    pair = tokens.issue("user-1", Role.ADMIN)
+    pair = tokens.issue("user-1", {Role.ADMIN, Role.DATA}, {Permission.SHOP_ADMIN, Permission.TAPS_READ})
     access = tokens.verify(pair.access_token, TokenType.ACCESS)
     refresh = tokens.verify(pair.refresh_token, TokenType.REFRESH)
-    assert (access.user_id, access.role, access.type) == ("user-1", Role.ADMIN, TokenType.ACCESS)
+    assert (access.user_id, access.type) == ("user-1", TokenType.ACCESS)
+    assert access.roles == {Role.ADMIN, Role.DATA}
+    assert access.permissions == {Permission.SHOP_ADMIN, Permission.TAPS_READ}
+    assert access.can(Permission.TAPS_READ) and not access.can(Permission.TAPS_UNMASK)
+    # A refresh token proves who, not what: refreshing reads the roles again from PostgreSQL.
     assert refresh.type is TokenType.REFRESH and refresh.jti != access.jti
+    assert refresh.roles == frozenset() and refresh.permissions == frozenset()
     assert 55 <= access.seconds_left() <= 60 and pair.expires_in == 60
 
 
 def test_a_refresh_token_is_not_an_access_token_and_back(tokens):
-    pair = tokens.issue("u", Role.CUSTOMER)
+    pair = tokens.issue("u", *CUSTOMER)
     with pytest.raises(TokenError, match="refresh token was given where a access token"):
         tokens.verify(pair.refresh_token, TokenType.ACCESS)
     with pytest.raises(TokenError, match="access token was given where a refresh token"):
@@ -47,7 +48,7 @@ def test_a_refresh_token_is_not_an_access_token_and_back(tokens):
 
 
 def test_an_expired_token_is_refused_saying_so(tokens):
-    old = tokens.issue("u", Role.CUSTOMER, now=time.time() - 120)
+    old = tokens.issue("u", *CUSTOMER, now=time.time() - 120)
     with pytest.raises(TokenError, match="expired"):
         tokens.verify(old.access_token, TokenType.ACCESS)
 
@@ -61,25 +62,31 @@ def _tamper(token: str, **changes) -> str:
 
 
 def test_a_tampered_token_is_refused(tokens):
-    token = tokens.issue("u", Role.CUSTOMER).access_token
+    token = tokens.issue("u", *CUSTOMER).access_token
     with pytest.raises(TokenError, match="signature"):
-        tokens.verify(_tamper(token, role="admin"), TokenType.ACCESS)
+        tokens.verify(_tamper(token, roles=["admin"], permissions=["shop.admin"]), TokenType.ACCESS)
+
+
+def _signed(secret: str | None = SECRET, algorithm: str = "HS256", **claims) -> str:
+    now = int(time.time())
+    base = {"sub": "u", "roles": ["admin"], "permissions": ["shop.admin"], "typ": "access", "jti": "j",
+            "iat": now, "exp": now + 60, "iss": "shopflow"}
+    return jwt.encode({k: v for k, v in {**base, **claims}.items() if v is not None}, secret, algorithm=algorithm)
 
 
 @pytest.mark.parametrize("forge", [
-    lambda: jwt.encode({"sub": "u", "role": "admin", "typ": "access", "jti": "j", "iat": int(time.time()),
-                        "exp": int(time.time()) + 60, "iss": "shopflow"}, "another-secret-of-enough-length-xxxxxxxx",
-                       algorithm="HS256"),
-    # alg "none": an unsigned token must never be trusted
-    lambda: jwt.encode({"sub": "u", "role": "admin", "typ": "access", "jti": "j", "iat": int(time.time()),
-                        "exp": int(time.time()) + 60, "iss": "shopflow"}, None, algorithm="none"),
-    lambda: jwt.encode({"sub": "u", "role": "admin", "typ": "access", "iat": int(time.time()),
-                        "exp": int(time.time()) + 60, "iss": "shopflow"}, SECRET, algorithm="HS256"),  # no jti
-    lambda: jwt.encode({"sub": "u", "role": "root", "typ": "access", "jti": "j", "iat": int(time.time()),
-                        "exp": int(time.time()) + 60, "iss": "shopflow"}, SECRET, algorithm="HS256"),  # no such role
+    lambda: _signed("another-secret-of-enough-length-xxxxxxxx"),
+    lambda: _signed(None, "none"),  # alg "none": an unsigned token must never be trusted
+    lambda: _signed(jti=None),
+    lambda: _signed(roles=["root"]),  # no such role
+    lambda: _signed(permissions=["everything"]),  # no such permission
+    lambda: _signed(roles="admin"),  # not a list
+    # made before roles were lists: refused, so the holder refreshes into one with permissions
+    lambda: _signed(roles=None, permissions=None, role="admin"),
     lambda: "not.a.jwt",
     lambda: "",
-], ids=["other-secret", "alg-none", "no-jti", "unknown-role", "garbage", "empty"])
+], ids=["other-secret", "alg-none", "no-jti", "unknown-role", "unknown-permission", "roles-not-a-list",
+        "old-single-role", "garbage", "empty"])
 def test_forged_or_malformed_tokens_are_refused(tokens, forge):
     with pytest.raises(TokenError):
         tokens.verify(forge(), TokenType.ACCESS)
@@ -118,7 +125,7 @@ def test_the_secret_is_generated_once_into_secrets_env_and_shared(tmp_path):
 
 
 def test_a_remembered_token_still_expires_and_keeps_its_type(tokens, monkeypatch):
-    pair = tokens.issue("u", Role.CUSTOMER)
+    pair = tokens.issue("u", *CUSTOMER)
     assert tokens.verify(pair.access_token, TokenType.ACCESS).user_id == "u"  # decoded, remembered
     with pytest.raises(TokenError, match="access token was given where a refresh token"):
         tokens.verify(pair.access_token, TokenType.REFRESH)  # from memory: the type is still checked
@@ -130,7 +137,7 @@ def test_a_remembered_token_still_expires_and_keeps_its_type(tokens, monkeypatch
 
 def test_the_memory_of_verified_tokens_is_bounded(tokens, monkeypatch):
     monkeypatch.setattr(TokenService, "CACHE_SIZE", 3)
-    issued = [tokens.issue(f"u{i}", Role.CUSTOMER).access_token for i in range(5)]
+    issued = [tokens.issue(f"u{i}", *CUSTOMER).access_token for i in range(5)]
     for token in issued:
         tokens.verify(token, TokenType.ACCESS)
     assert list(tokens._verified) == issued[-3:]
