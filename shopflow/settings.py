@@ -113,8 +113,18 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(default=60, gt=0)
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
     api_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Topic taps on the edge (GET /v1/taps): how many one user may run at once.
+    taps_per_user: int = Field(default=2, gt=0)
     # The PostgreSQL schema the edge and the order projection work in (tests use a throwaway one).
     postgres_schema: str = "public"
+
+    # The ops console (`shopflow ops`, console/): its port, how long a signed-in session lasts without a
+    # request, and the sign-in attempts allowed per client address per rate_limit_window_s.
+    ops_port: int = 8001
+    ops_session_ttl_s: int = Field(default=8 * 3600, gt=0)
+    ops_login_attempts: int = Field(default=10, gt=0)
+    # The shop page lists skus with fewer units available than this (its ?below= overrides it).
+    ops_low_stock_threshold: int = Field(default=5, ge=0)
 
     # Consumer lag (`shopflow lag`, the monitor's metrics): a sample every interval; a partition's status
     # is judged over the samples of the last window, so a stalled or stopped consumer shows after one window.

@@ -16,6 +16,7 @@ from shopflow.cli.contracts import schemas_app, topics_app, topology_app
 from shopflow.cli.lag import lag_command
 from shopflow.cli.stack import stack_app
 from shopflow.cli.stores import connectors_app, db_app, search_app, users_app
+from shopflow.cli.tap import tap_command
 from shopflow.settings import get_settings
 
 app = typer.Typer(help="ShopFlow: an e-commerce backend on Kafka streams.", no_args_is_help=True)
@@ -28,6 +29,7 @@ app.add_typer(search_app, name="search")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.command("lag")(lag_command)
+app.command("tap")(tap_command)
 
 
 @app.callback()
