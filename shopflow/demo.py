@@ -26,7 +26,7 @@ from shopflow import edge_demo
 from shopflow.catalog import Catalog, ProductInput
 from shopflow.connectors.apply import CONNECTORS_DIR, ConnectClient, load
 from shopflow.db import migrate_database
-from shopflow.launch import AlreadyRunning, HealthCheck, ShopflowProcess, edge_health, worker_health
+from shopflow.launch import AlreadyRunning, HealthCheck, ShopflowProcess, edge_health, ops_health, worker_health
 from shopflow.schemas.check import register_all
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.registry import SchemaRegistry
@@ -103,6 +103,9 @@ def run(settings: Settings, orders: int = 36) -> None:
         step("a client app through the REST edge: register, cart, checkout, follow the order")
         started += _start(settings, "projection", ["projection"])
         started += _start(settings, "edge", ["api"], edge_health(settings))
+        started += _start(settings, "ops", ["ops"], ops_health(settings))
+        typer.echo(f"  ops console on http://{settings.host}:{settings.ops_port}/ while the demo runs (`shopflow ops` "
+                   "serves it after): sign in as a user with the ops role, `shopflow users grant EMAIL ops`")
         edge_url = f"http://{settings.host}:{settings.api_port}"
         if not edge_demo.run(settings, edge_url, say=lambda line: typer.echo("  " + line)):
             raise RuntimeError("the walk through the edge did not finish; see the lines above")

@@ -26,7 +26,8 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, ProcessF
 
 from shopflow.settings import Settings
 
-__all__ = ["AlreadyRunning", "HealthCheck", "LaunchError", "ShopflowProcess", "edge_health", "worker_health"]
+__all__ = ["AlreadyRunning", "HealthCheck", "LaunchError", "ShopflowProcess", "edge_health", "ops_health",
+           "worker_health"]
 
 
 class LaunchError(RuntimeError):
@@ -57,6 +58,11 @@ def worker_health(settings: Settings, port: int | None = None) -> HealthCheck:
 
 def edge_health(settings: Settings, port: int | None = None) -> HealthCheck:
     return HealthCheck(f"http://{settings.host}:{port or settings.api_port}/v1/health")
+
+
+def ops_health(settings: Settings, port: int | None = None) -> HealthCheck:
+    """The ops console (``shopflow ops``): ready once its lifespan opened PostgreSQL and Redis."""
+    return HealthCheck(f"http://{settings.host}:{port or settings.ops_port}/health")
 
 
 class _Health(HTTPExecutor):

@@ -6,10 +6,9 @@ the stack's Prometheus), that registers on the default registry:
 - saga health (``streams.saga_health``): the saga's topics read by a consumer of its own (assigned
   partitions, no consumer group joined, nothing committed), and the inventory table's changelog for
   negative stock;
-- Kafka Connect's connectors and tasks, one gauge per state (1 for the current one), from its REST API
-  (``connectors.apply.ConnectClient``);
-- the records on each dead-letter topic of the catalog (its log end offset: it only grows, so
-  ``increase()`` is dead letters arriving);
+- Kafka Connect's connectors and tasks, one gauge per state (1 for the current one), from its REST API,
+  and the records on each dead-letter topic of the catalog (its log end offset: it only grows, so
+  ``increase()`` is dead letters arriving): ``streams.monitor_sources``;
 - read-model freshness (``streams.freshness``): a catalog heartbeat into the search index, and the
   orders placed meanwhile into ``orders_view``;
 - consumer lag, from the one lag engine (``shopflow.lag.LagCollector``), when it is installed.
@@ -31,7 +30,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -39,7 +38,6 @@ import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,7 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shopflow.catalog import Catalog, CatalogError
 from shopflow.catalog.search import HEARTBEAT_SKU
 from shopflow.catalog.search_index import DEFAULT_INDEX
-from shopflow.connectors.apply import ConnectClient, ConnectorError
+from shopflow.connectors.apply import ConnectClient
 from shopflow.db import connect
 from shopflow.metrics import expose
 from shopflow.schemas.codec import AvroCodec
@@ -55,7 +53,9 @@ from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
 from shopflow.streams.client import SAGA_TOPICS, TopicReader
 from shopflow.streams.freshness import CatalogHeartbeat, Freshness, OrdersViewFreshness
+from shopflow.streams.monitor_sources import ConnectorStates, DeadLetters
 from shopflow.streams.saga_health import SagaHealth, step_timeouts
+from shopflow.streams.stuck_orders import BOARD_LIMIT, BoardPublisher, board_key_of
 from shopflow.tables import INVENTORY_TABLE, changelog_topic
 from shopflow.topologies.apply import apply_topics
 from shopflow.topologies.catalog import CATALOG_PRODUCTS, dead_letter_topics
@@ -65,82 +65,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class MonitorError(RuntimeError):
     """The monitor cannot start; the message says what to do."""
-
-
-# Kafka Connect's states of a connector or task (its REST API's ``state``).
-CONNECT_STATES = ("UNASSIGNED", "RUNNING", "PAUSED", "STOPPED", "RESTARTING", "FAILED")
-
-
-class ConnectorStates(Collector):
-    """Every connector's and task's state, as read by the last ``refresh``."""
-
-    def __init__(self, client: ConnectClient):
-        self.client = client
-        self.up = False
-        self.statuses: dict[str, dict] = {}
-
-    def refresh(self) -> None:
-        try:
-            statuses = {name: self.client.status(name) for name in self.client.names()}
-        except (ConnectorError, httpx.HTTPError) as exc:
-            log.warning("connector states not read: %s", exc)
-            self.up, self.statuses = False, {}
-            return
-        self.up, self.statuses = True, {n: s for n, s in statuses.items() if s is not None}
-
-    def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("shopflow_connect_up", "1 when Kafka Connect's REST API answered the monitor's "
-                                "last read.", value=int(self.up))
-        connectors = GaugeMetricFamily("shopflow_connect_connector_state", "A connector's state (1 for the "
-                                       "current one, 0 for the others).", labels=["connector", "state"])
-        tasks = GaugeMetricFamily("shopflow_connect_task_state", "A connector task's state (1 for the current "
-                                  "one, 0 for the others).", labels=["connector", "task", "state"])
-        for name, status in sorted(self.statuses.items()):
-            current = status.get("connector", {}).get("state")
-            for state in CONNECT_STATES:
-                connectors.add_metric([name, state], int(state == current))
-            for task in status.get("tasks", []):
-                for state in CONNECT_STATES:
-                    tasks.add_metric([name, str(task.get("id")), state], int(state == task.get("state")))
-        yield connectors
-        yield tasks
-
-
-class DeadLetters(Collector):
-    """The records each dead-letter topic has received (its log end offset), as read by the last ``refresh``."""
-
-    def __init__(self, bootstrap_servers: str, topics: Sequence[str]):
-        self.topics = list(topics)
-        self.records: dict[str, int] = {}
-        self.consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "shopflow-monitor-watermarks",
-                                  "enable.auto.commit": False})
-
-    def refresh(self) -> None:
-        records: dict[str, int] = {}
-        try:
-            known = self.consumer.list_topics(timeout=10).topics
-            for topic in self.topics:
-                meta = known.get(topic)
-                if meta is None or meta.error is not None:
-                    continue  # not created yet: nothing dead-lettered
-                records[topic] = sum(self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                                     for p in meta.partitions)
-        except Exception as exc:  # noqa: BLE001 - a KafkaException: keep the last values, say why
-            log.warning("dead-letter topics not read: %s", exc)
-            return
-        self.records = records
-
-    def close(self) -> None:
-        self.consumer.close()
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily("shopflow_dead_letter_records", "Records a dead-letter topic has received "
-                                  "(its log end offset).", labels=["topic"])
-        for topic, n in sorted(self.records.items()):
-            gauge.add_metric([topic], n)
-        yield gauge
 
 
 class SagaFeed:
@@ -220,7 +147,7 @@ class SagaFeed:
         for msg, record, value in self.reader.poll_messages(timeout_s):
             written_ms = msg.timestamp()[1]
             live = written_ms >= self.started_ms
-            self.health.observe(record, value, live=live)
+            self.health.observe(record, value, live=live, topic=msg.topic() or "")
             self._last_ts[(msg.topic() or "", msg.partition() or 0)] = written_ms
             if live:  # an order of the history was not timed live
                 if record == "PlaceOrder":
@@ -261,7 +188,7 @@ class Monitor:
                  stock_changelog: str | None = changelog_topic(INVENTORY_TABLE),
                  dead_letter: Sequence[str] | None = None, since_ms: int | None = None, heartbeat: bool = True,
                  catalog_topic: str = CATALOG_PRODUCTS.name, search_index: str = DEFAULT_INDEX,
-                 heartbeat_sku: str = HEARTBEAT_SKU, lag: bool = True):
+                 heartbeat_sku: str = HEARTBEAT_SKU, lag: bool = True, board_key: str | None = None):
         self.settings, self.registry = settings, registry
         self.codec = AvroCodec(SchemaRegistry(settings.registry_url))
         self.health = SagaHealth(step_timeouts(settings), settle_ms=int(settings.monitor_settle_s * 1000),
@@ -277,6 +204,8 @@ class Monitor:
         self.heartbeat = heartbeat
         self.catalog_topic, self.search_index, self.heartbeat_sku = catalog_topic, search_index, heartbeat_sku
         self.lag = _lag_collector(settings) if lag else None
+        # Stuck orders with their paths, for the console of the same deployment (board_key_of).
+        self.board = BoardPublisher(settings.redis_url, board_key or board_key_of(settings))
         collectors: list[Collector] = [self.connectors, self.dead_letters, self.freshness]
         for collector in collectors + ([self.lag] if self.lag is not None else []):
             registry.register(collector)
@@ -293,6 +222,8 @@ class Monitor:
                 if time.monotonic() >= next_sweep:  # every second, so reading a long history stays bounded too
                     self.health.sweep(self.feed.read_up_to_ms())
                     next_sweep = time.monotonic() + 1.0
+                    if self.saga_registered.is_set():  # a list from half a history would mislead
+                        self.board.publish(*self.health.stuck_orders(int(time.time() * 1000), BOARD_LIMIT))
                 if not self.saga_registered.is_set() and self.feed.caught_up():
                     self.registry.register(self.health)
                     self.saga_registered.set()
@@ -304,6 +235,7 @@ class Monitor:
             self.feed.close()
             self.dead_letters.close()
             self.connect.close()
+            self.board.close()
             if self.lag is not None:
                 self.lag.close()
             for collector in (self.connectors, self.dead_letters, self.freshness, self.health, self.lag):

@@ -2,9 +2,10 @@
 
 ``SagaHealth`` takes the records the saga's topics carry (as ``TopicReader`` decodes them) and the
 inventory table's changelog rows, and answers at each scrape (it is a prometheus_client collector):
-orders by state, orders past their step deadline, the oldest open order's age, the placed -> terminal
-latency, compensations by reason and the auditor's rules (``streams.audit``, the one owner of every
-rule) run as the records arrive. It does no I/O: ``streams.monitor`` feeds it.
+orders by state, orders past their step deadline (and, for the ops console, the list of them, each with
+its path: ``stuck_orders``), the oldest open order's age, the placed -> terminal latency, compensations by
+reason and the auditor's rules (``streams.audit``, the one owner of every rule) run as the records arrive.
+It does no I/O: ``streams.monitor`` feeds it.
 
 What an order's state is comes from ``ORDER_SAGA``: the state a transition enters is the state of an
 order whose record that transition emits (OrderPlaced: PENDING, PaymentRequested: RESERVED, ...); the
@@ -45,8 +46,10 @@ from prometheus_client.registry import Collector
 from shopflow.settings import Settings
 from shopflow.streams.audit import CANCELLED as ORDER_CANCELLED_RECORD
 from shopflow.streams.audit import PLACED, Finding, OrderTrail, Rule, negative_stock
+from shopflow.streams.stuck_orders import PATH_LIMIT, PathStep, StuckOrder
 from shopflow.tables.values import is_reservation_key
 from shopflow.topologies.saga import ORDER_CANCELLED, ORDER_SAGA, PAYMENT_TIMEOUT, RESERVATION_TIMEOUT
+from shopflow.topologies.saga_model import Message
 
 RANK = {s.name: n for n, s in enumerate(ORDER_SAGA.states)}
 TERMINAL = frozenset(ORDER_SAGA.terminal_states)
@@ -62,6 +65,12 @@ COMPENSATION_REASONS = tuple(sorted({
 LIVE_RULES = (Rule.TERMINAL_REPEATED, Rule.CANCELLED_UNREFUNDED, Rule.DOUBLE_CHARGE, Rule.RESERVATION_NOT_CONSUMED,
               Rule.RESERVATION_NOT_RELEASED, Rule.CONSUMED_UNRESERVED, Rule.CAPTURE_UNSETTLED, Rule.REFUND_MISSING,
               Rule.NEGATIVE_STOCK)
+# An open state's awaited answers: the evidence or refusal of an effect that moves an order out of it
+# ("payment-results PaymentSucceeded"), what a stuck order's page says it is waiting for.
+_ANSWERS = {m for e in ORDER_SAGA.effects for m in (e.evidence, e.refusal) if m is not None}
+AWAITING = {state: sorted({f"{t.trigger.topic.name} {t.trigger.short}" for t in ORDER_SAGA.transitions
+                           if t.source == state and isinstance(t.trigger, Message) and t.trigger in _ANSWERS})
+            for state in OPEN}
 # Placed -> terminal: milliseconds when the saga flows, up to the longest step timeout when it does not.
 COMPLETION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -117,6 +126,8 @@ class _Tracked:
     last_at: int = 0  # event time of its latest record (for a trail without a start)
     live: bool = False  # its OrderPlaced was read live: its violations count
     counted: set[Finding] = field(default_factory=set)
+    path: list[tuple[str, str, int]] = field(default_factory=list)  # (topic, record, occurred_at): the first ones
+    path_cut: bool = False
 
 
 class SagaHealth(Collector):
@@ -148,9 +159,10 @@ class SagaHealth(Collector):
 
     # -- feeding -----------------------------------------------------------------------------------------
 
-    def observe(self, record: str, value: Mapping[str, Any], *, live: bool = True) -> None:
+    def observe(self, record: str, value: Mapping[str, Any], *, live: bool = True, topic: str = "") -> None:
         """One saga record (short name, plain value), in the order read; ``live``: written after the
-        monitor started (an order placed live has its violations counted)."""
+        monitor started (an order placed live has its violations counted); ``topic``: where it was read
+        (a stuck order's path)."""
         order_id = value.get("order_id")
         if not order_id:
             return
@@ -161,6 +173,10 @@ class SagaHealth(Collector):
             tracked.last_at = max(tracked.last_at, value.get("occurred_at") or 0)
             if not tracked.trail.add(record, value):
                 return  # a copy
+            if len(tracked.path) < PATH_LIMIT:
+                tracked.path.append((topic, record, value.get("occurred_at") or 0))
+            else:
+                tracked.path_cut = True
             if record == PLACED:
                 tracked.placed_at = value["occurred_at"]
                 tracked.live = tracked.live or live
@@ -256,15 +272,30 @@ class SagaHealth(Collector):
                 if t.state not in OPEN:
                     continue
                 by_state[t.state] += 1
-                limit = self.timeouts_ms.get(t.state)
-                if limit is not None and now_ms > t.entered_at + limit + self.stuck_grace_ms:
-                    stuck += 1
+                stuck += self._stuck(t, now_ms)
                 start = t.placed_at if t.placed_at is not None else t.entered_at
                 oldest = start if oldest is None else min(oldest, start)
             for state, n in self.ended.items():
                 by_state[state] += n
             return {"orders": by_state, "stuck": stuck, "tracked": len(self.orders),
                     "oldest_open_age_s": 0.0 if oldest is None else max(0, now_ms - oldest) / 1000}
+
+    def _stuck(self, t: _Tracked, now_ms: int) -> bool:
+        """Open past its step deadline plus the grace: the one definition of a stuck order."""
+        limit = self.timeouts_ms.get(t.state) if t.state in OPEN else None
+        return limit is not None and now_ms > t.entered_at + limit + self.stuck_grace_ms
+
+    def stuck_orders(self, now_ms: int, limit: int) -> tuple[int, list[StuckOrder]]:
+        """How many orders are stuck, and the ``limit`` whose deadline passed first, each with its path."""
+        with self._lock:
+            stuck = sorted(((o, t) for o, t in self.orders.items() if self._stuck(t, now_ms)),
+                           key=lambda item: item[1].entered_at + self.timeouts_ms[str(item[1].state)])
+            return len(stuck), [StuckOrder(
+                order_id=order_id, state=str(t.state), entered_at_ms=t.entered_at,
+                deadline_ms=t.entered_at + self.timeouts_ms[str(t.state)], placed_at_ms=t.placed_at,
+                awaiting=AWAITING[str(t.state)], path_truncated=t.path_cut,
+                path=[PathStep(topic=topic, record=record, at_ms=at) for topic, record, at in t.path],
+            ) for order_id, t in stuck[:limit]]
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot(int(time.time() * 1000))

@@ -13,6 +13,7 @@ import typer
 
 from shopflow.cli.common import fail
 from shopflow.cli.contracts import schemas_app, topics_app, topology_app
+from shopflow.cli.dead_letters import dead_letters_app
 from shopflow.cli.lag import lag_command
 from shopflow.cli.stack import stack_app
 from shopflow.cli.stores import connectors_app, db_app, search_app, users_app
@@ -28,6 +29,7 @@ app.add_typer(topology_app, name="topology")
 app.add_typer(search_app, name="search")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+app.add_typer(dead_letters_app, name="dead-letters")
 app.command("lag")(lag_command)
 app.command("tap")(tap_command)
 
@@ -118,6 +120,20 @@ def api(
     # The edge produces to catalog topics; on a fresh broker nothing else may have created them yet.
     apply_topics(AdminClient({"bootstrap.servers": settings.bootstrap_servers}))
     serve(settings, host, port, workers)
+
+
+@app.command("ops")
+def ops(
+    host: str = typer.Option(None, help="Interface to bind (default SHOPFLOW_HOST)."),
+    port: int = typer.Option(None, help="Port (default SHOPFLOW_OPS_PORT)."),
+) -> None:
+    """Serve the ops console: overview, consumer groups, Connect, dead letters, saga, shop (sign in at /login)."""
+    from shopflow.console.main import serve
+
+    settings = get_settings()
+    typer.echo(f"ops console on http://{host or settings.host}:{port or settings.ops_port}/ "
+               "(users with the ops role: `shopflow users grant EMAIL ops`)")
+    serve(settings, host, port)
 
 
 @app.command("indexer")

@@ -60,8 +60,9 @@ def monitor_factory(stack) -> Iterator:
 
     def start(settings: Settings | None = None, **options) -> Watched:
         registry = CollectorRegistry()
+        # A board of its own: never over the stuck orders a real monitor publishes for its console.
         options = {"heartbeat": False, "lag": False, "dead_letter": [], "stock_changelog": None,
-                   "since_ms": now_ms(), **options}
+                   "since_ms": now_ms(), "board_key": f"test-monitor:{uuid.uuid4().hex}", **options}
         monitor = Monitor(settings or stack.model_copy(update=FAST), registry=registry, **options)
         stop = threading.Event()
         thread = threading.Thread(target=monitor.run, args=(stop,), name="test-monitor", daemon=True)
