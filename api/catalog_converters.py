@@ -18,6 +18,7 @@ from shopflow.api.catalog_schemas import (
     Facets,
     FacetValue,
     ProductCreate,
+    ProductImagePublic,
     ProductPublic,
     ProductUpdate,
     SearchHitPublic,
@@ -27,7 +28,9 @@ from shopflow.api.catalog_schemas import (
 )
 from shopflow.api.schemas import Money
 from shopflow.catalog import Category, Product, ProductInput
+from shopflow.catalog.products import ProductDetails
 from shopflow.catalog.search import SearchHit, SearchResult, Suggestion
+from shopflow.images import image_links
 
 # -- to the catalog -------------------------------------------------------------------------------------
 
@@ -66,7 +69,12 @@ def to_product_changes(body: ProductUpdate) -> dict[str, Any]:
 def product_public(p: Product) -> ProductPublic:
     return ProductPublic(sku=p.sku, name=p.name, description=p.description, brand=p.brand, category=p.category,
                          price=Money(amount_minor=p.price_minor, currency=p.currency),
-                         attributes=dict(p.attributes), active=p.active, version=p.version, updated_at=p.updated_at)
+                         attributes=dict(p.attributes), active=p.active, images=images_public(p),
+                         version=p.version, updated_at=p.updated_at)
+
+
+def images_public(p: ProductDetails) -> list[ProductImagePublic]:
+    return [ProductImagePublic(id=image_id, links=image_links(p.sku, image_id)) for image_id in p.images]
 
 
 def category_public(c: Category) -> CategoryPublic:
@@ -89,7 +97,8 @@ def category_tree(categories: Sequence[Category]) -> CategoryTree:
 def hit_public(h: SearchHit) -> SearchHitPublic:
     return SearchHitPublic(sku=h.sku, name=h.name, description=h.description, brand=h.brand, category=h.category,
                            price=Money(amount_minor=h.price_minor, currency=h.currency),
-                           attributes=dict(h.attributes), active=h.active, in_stock=h.in_stock, score=h.score)
+                           attributes=dict(h.attributes), active=h.active, images=images_public(h),
+                           in_stock=h.in_stock, score=h.score)
 
 
 def search_page(result: SearchResult) -> SearchPage:

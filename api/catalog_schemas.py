@@ -119,6 +119,12 @@ class ProductUpdate(_Patch):
     active: Active | None = None
 
 
+class ProductImagePublic(BaseModel):
+    id: str
+    links: dict[str, str] = Field(description="Edge paths by thumbnail size (longest side in pixels) and "
+                                              "'original'; each redirects to a short-lived presigned GET.")
+
+
 class ProductDetailsPublic(BaseModel):
     """The fields a product and a search hit share."""
 
@@ -130,6 +136,7 @@ class ProductDetailsPublic(BaseModel):
     price: Money
     attributes: dict[str, str]
     active: bool
+    images: list[ProductImagePublic] = Field(default_factory=list, description="In display order.")
 
 
 class ProductPublic(ProductDetailsPublic):

@@ -239,6 +239,8 @@ class ProductDetails:
     active: bool
     version: int
     updated_at: datetime
+    # Ids of its images in display order (the files context; thumbnails at /v1/products/{sku}/images/...).
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,13 +252,14 @@ class Product(ProductDetails):
         return cls(sku=row["sku"], name=row["name"], description=row["description"], brand=row["brand"],
                    category=row["category"], price_minor=row["price_minor"], currency=row["currency"],
                    attributes=json.loads(row["attributes"]), active=row["active"], version=row["version"],
-                   updated_at=row["updated_at"])
+                   updated_at=row["updated_at"], images=tuple(row.get("images") or ()))
 
     @classmethod
-    def written(cls, given: ProductInput, *, version: int, updated_at: datetime) -> Product:
+    def written(cls, given: ProductInput, *, version: int, updated_at: datetime,
+                images: tuple[str, ...] = ()) -> Product:
         """The product as stored from a validated input, at the version its write returned."""
         return cls(**{f.name: getattr(given, f.name) for f in fields(ProductInput)},
-                   version=version, updated_at=updated_at)
+                   version=version, updated_at=updated_at, images=images)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "updated_at": self.updated_at.isoformat()}, separators=(",", ":"))
@@ -264,4 +267,5 @@ class Product(ProductDetails):
     @classmethod
     def from_json(cls, text: str) -> Product:
         d = json.loads(text)
-        return cls(**{**d, "updated_at": datetime.fromisoformat(d["updated_at"])})
+        return cls(**{**d, "updated_at": datetime.fromisoformat(d["updated_at"]),
+                      "images": tuple(d.get("images") or ())})

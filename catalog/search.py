@@ -217,4 +217,5 @@ def search_hit(h: dict[str, Any]) -> SearchHit:
         category=s.get("category"), price_minor=s["price_minor"], currency=s["currency"],
         attributes=s.get("attributes") or {}, active=s["active"], in_stock=stock > 0, version=s["version"],
         updated_at=datetime.fromisoformat(s["updated_at"]), score=h.get("_score"),
+        images=tuple(s.get("images") or ()),
     )

@@ -130,6 +130,7 @@ def product_document(event: ProductUpserted) -> dict[str, Any]:
         "brand": event.brand, "category": event.category, "price_minor": event.price.amount_minor,
         "currency": event.price.currency, "attributes": dict(event.attributes), "active": event.active,
         "version": event.version, "updated_at": event.occurred_at.astimezone(UTC).isoformat(),
+        "images": list(event.images),
     }
     if event.active:  # inactive products are listed, not suggested
         doc["suggest"] = {"input": suggest_inputs(event.name, event.brand)}

@@ -35,7 +35,7 @@ from shopflow.settings import Settings
 from shopflow.topologies.catalog import CATALOG_PRODUCTS
 
 _PRODUCT_COLUMNS: Final = """p.sku, p.name, p.description, p.brand, c.path AS category, p.price_minor, p.currency,
-       p.attributes::text AS attributes, p.active, p.version, p.updated_at"""
+       p.attributes::text AS attributes, p.active, p.version, p.updated_at, p.images"""
 
 # A subtree is the path itself and every path starting with 'path/'. Written as a range rather
 # than LIKE $1 || '/%' so the unique btree on path (COLLATE "C") serves it also in asyncpg's
@@ -107,7 +107,7 @@ class Catalog:
         return ProductUpserted(
             event_id=str(uuid.uuid4()), sku=p.sku, version=p.version, name=p.name, description=p.description,
             brand=p.brand, category=p.category, price=Money(p.price_minor, p.currency),
-            attributes=dict(p.attributes), active=p.active, occurred_at=p.updated_at,
+            attributes=dict(p.attributes), active=p.active, images=tuple(p.images), occurred_at=p.updated_at,
         )
 
     @staticmethod
@@ -136,7 +136,7 @@ class Catalog:
                           category_id = EXCLUDED.category_id, price_minor = EXCLUDED.price_minor,
                           currency = EXCLUDED.currency, attributes = EXCLUDED.attributes,
                           active = EXCLUDED.active, version = p.version + 1, updated_at = now(),
-                          deleted_at = NULL
+                          deleted_at = NULL, images = '{}'
                     WHERE p.deleted_at IS NOT NULL
                    RETURNING p.version, p.updated_at""",
                 p.sku, p.name, p.description, p.brand, category_id, p.price_minor, p.currency,
@@ -179,7 +179,8 @@ class Catalog:
                 sku, merged.name, merged.description, merged.brand, category_id, merged.price_minor,
                 merged.currency, json.dumps(merged.attributes), merged.active,
             )
-            updated = Product.written(merged, version=row["version"], updated_at=row["updated_at"])
+            updated = Product.written(merged, version=row["version"], updated_at=row["updated_at"],
+                                      images=current.images)
             await self._emit(conn, [self._upserted(updated)])
         return updated
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from shopflow.deploy.object_store import object_store_problems
 from shopflow.settings import Settings
 
 
@@ -138,6 +139,7 @@ CHECKS: dict[str, Callable[[Settings], list[Problem]]] = {
     "connect": connect_problems,
     "search": search_problems,
     "prometheus": prometheus_problems,
+    "object_store": object_store_problems,
 }
 
 

@@ -224,7 +224,7 @@ class Address(AvroRecord):
 
 
 # The context packages holding record classes: one per folder of schemas.
-CONTEXTS = ("carts", "catalog", "inventory", "notifications", "orders", "payments", "users")
+CONTEXTS = ("carts", "catalog", "files", "inventory", "notifications", "orders", "payments", "users")
 
 
 @cache

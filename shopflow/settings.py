@@ -58,6 +58,21 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
     prometheus_retention: str = "7d"
+    # The S3-compatible object store (versitygw, deploy/object_store.py) for product images. Its root
+    # credentials are generated into .shopflow/secrets.env on first `stack up` unless set.
+    object_store_port: int = 7070
+    object_store_access_key: SecretStr | None = None
+    object_store_secret_key: SecretStr | None = None
+    object_store_bucket: str = "shopflow-files"
+    object_store_region: str = "us-east-1"
+    # Product images (shopflow/files.py, streams/files.py): what an admin may upload, how long its
+    # presigned POST and a download's presigned GET live, and when an upload never confirmed is swept.
+    image_max_bytes: int = Field(default=20 * 2**20, gt=0)
+    image_max_pixels: int = Field(default=40_000_000, gt=0)
+    image_max_side: int = Field(default=12_000, gt=0)
+    upload_url_ttl_s: int = Field(default=15 * 60, gt=0)
+    download_url_ttl_s: int = Field(default=5 * 60, gt=0)
+    upload_sweep_after_s: float = Field(default=3600.0, gt=0)
 
     # How long one server may take to become ready before the start is abandoned.
     start_timeout_s: float = Field(default=180.0, gt=0)
@@ -179,6 +194,10 @@ class Settings(BaseSettings):
     @property
     def prometheus_url(self) -> str:
         return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def object_store_url(self) -> str:
+        return f"http://{self.host}:{self.object_store_port}"
 
     @property
     def targets_dir(self) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from shopflow.schemas.carts import AddCartItem, CartExpired, CheckoutCart, ClearCart, RemoveCartItem
 from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
+from shopflow.schemas.files import FileDeleted, FileUploaded, ImageProcessed
 from shopflow.schemas.inventory import (
     CommitStock,
     ReleaseStock,
@@ -130,10 +131,14 @@ NOTIFICATIONS = Topic(
     (NotificationRequested, NotificationSent),
     3, "Notifications asked for and their delivery outcomes.",
 )
+FILES = Topic(
+    "files", "sku", (FileUploaded, ImageProcessed, FileDeleted), 3,
+    "Product images: uploads confirmed at the edge, what the image agent made of them, deletions; keyed by sku.",
+)
 
 TOPICS: tuple[Topic, ...] = (
     ORDER_COMMANDS, ORDERS, STOCK_REQUESTS, STOCK_RESULTS, PAYMENT_REQUESTS, PAYMENT_RESULTS,
-    CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, USERS, NOTIFICATIONS,
+    CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, USERS, NOTIFICATIONS, FILES,
 )
 
 

@@ -1,6 +1,6 @@
 """One router per resource, each with its own ``/v1/...`` prefix; ``api.main`` includes them all."""
 
-from shopflow.api.routers import admin, auth, carts, catalog, health, orders, search, taps, users, wishlist
+from shopflow.api.routers import admin, auth, carts, catalog, health, images, orders, search, taps, users, wishlist
 
 ROUTERS = (health.router, auth.router, users.router, orders.router, carts.router, wishlist.router, admin.router,
-           catalog.router, search.router, taps.router)
+           catalog.router, search.router, taps.router, images.router)

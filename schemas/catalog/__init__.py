@@ -38,4 +38,5 @@ class ProductUpserted(AvroRecord):
     price: Money
     attributes: dict[str, str] = field(default_factory=dict)
     active: bool
+    images: tuple[str, ...] = ()
     occurred_at: datetime

@@ -14,6 +14,7 @@ import typer
 from shopflow.cli.common import fail
 from shopflow.cli.contracts import schemas_app, topics_app, topology_app
 from shopflow.cli.dead_letters import dead_letters_app
+from shopflow.cli.images import images_app
 from shopflow.cli.lag import lag_command
 from shopflow.cli.stack import stack_app
 from shopflow.cli.stores import connectors_app, db_app, search_app, users_app
@@ -30,6 +31,7 @@ app.add_typer(search_app, name="search")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(images_app, name="images")
 app.command("lag")(lag_command)
 app.command("tap")(tap_command)
 
