@@ -63,6 +63,13 @@ def dead_letter_topic(source_topic: str) -> str:
         return f"{source_topic}.dlq"
 
 
+def source_topic_of(topic: str) -> str | None:
+    """The topic whose dead letters ``topic`` holds (``dead_letter_topic`` read backwards), None when
+    ``topic`` is not a dead-letter topic."""
+    source = topic.rpartition(".")[0]
+    return source if source and dead_letter_topic(source) == topic else None
+
+
 def dead_letter(record: SourceRecord, reason: str, detail: str) -> DeadLetter:
     headers = header_pairs(record)
     topic = record.topic() or ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -17,12 +17,13 @@ import asyncpg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from shopflow.schemas.codec import AvroCodec
+from shopflow.schemas.deadletter import source_topic_of
 from shopflow.settings import Settings
-from shopflow.taps.reader import DEFAULT_MAX_SCANNED, AtOffset, Tap, TapRequest
+from shopflow.taps.reader import DEFAULT_MAX_SCANNED, AtOffset, Beginning, Tap, TapRequest, parse_offsets
 from shopflow.taps.records import TapError, TapRecord, TapSummary
+from shopflow.taps.seek import format_offsets
 from shopflow.topologies.catalog import dead_letter_topics
 
-DLQ_SUFFIX = ".dlq"
 MAX_NEWEST = 500  # the most records one look at a dead-letter topic shows
 
 
@@ -79,10 +80,9 @@ class Redrive:
 
 def check_topic(topic: str) -> str:
     """``topic`` when it names a dead-letter topic, else ``DeadLetterError`` listing the catalog's."""
-    if not topic.endswith(DLQ_SUFFIX) or topic == DLQ_SUFFIX:
+    if source_topic_of(topic) is None:
         known = ", ".join(t.name for t in dead_letter_topics())
-        raise DeadLetterError(f"{topic!r} is not a dead-letter topic (they end in {DLQ_SUFFIX}); "
-                              f"the catalog's: {known}")
+        raise DeadLetterError(f"{topic!r} is not a dead-letter topic; the catalog's: {known}")
     return topic
 
 
@@ -122,7 +122,7 @@ async def dead_letter_topics_now(settings: Settings, conn: asyncpg.Connection,
     ledger = {(r["dlq_topic"], r["state"]): r["n"] for r in await conn.fetch(
         "SELECT dlq_topic, state, count(*) AS n FROM dead_letter_redrives WHERE dlq_topic = ANY($1::text[]) "
         "GROUP BY dlq_topic, state", names)}
-    return [DeadLetterTopic(name, name.removesuffix(DLQ_SUFFIX), sum(hi - lo for lo, hi in marks.get(name, [])),
+    return [DeadLetterTopic(name, source_topic_of(name) or "", sum(hi - lo for lo, hi in marks.get(name, [])),
                             sum(hi for _, hi in marks.get(name, [])), ledger.get((name, "done"), 0),
                             ledger.get((name, "pending"), 0), name in marks)
             for name in names]
@@ -155,16 +155,60 @@ def newest(settings: Settings, topic: str, *, limit: int = 20, where: str | None
 
 
 def matching(settings: Settings, topic: str, where: str, codec: AvroCodec | None = None,
-             max_scanned: int | None = None) -> tuple[list[Position], TapSummary]:
-    """The positions of every record of a dead-letter topic the filter (CEL, the tap's) matches."""
+             max_scanned: int | None = None, *, start: Mapping[int, int] | None = None,
+             end: Mapping[int, int] | None = None) -> tuple[list[Position], TapSummary]:
+    """The positions of every record of a dead-letter topic the filter (CEL, the tap's) matches, from
+    ``start`` (per partition; default: the beginning), and the scan's summary: its ``positions`` are where
+    it stopped per partition, the topic's end unless ``stopped_by`` is "max-scanned".
+
+    ``end`` (per partition, exclusive; a partition not named: none of it) holds the scan to the range a
+    confirm step showed, so a redrive never sends a record that arrived after it, nor one it did not
+    scan; such a scan has no record-count bound (its range is the bound)."""
     check_topic(topic)
-    request = TapRequest(topic, where=where, max_scanned=max_scanned or DEFAULT_MAX_SCANNED)
+    request = TapRequest(topic, start=AtOffset(dict(start)) if start else Beginning(), where=where,
+                         max_scanned=None if end is not None else max_scanned or DEFAULT_MAX_SCANNED)
     try:
         with Tap(settings, request, codec=codec) as tap:
+            if end is not None:
+                _hold_to(tap, end)
             found = [Position(topic, r.partition, r.offset) for r in tap.records()]
     except TapError as exc:
         raise DeadLetterError(str(exc)) from None
+    if end is not None:  # the engine already stops there; this keeps the promise whatever it does
+        found = [p for p in found if p.offset < end.get(p.partition, 0)]
     return found, tap.summary
+
+
+def offsets_of(text: str | None, name: str) -> dict[int, int] | None:
+    """A scanned range's ends as a confirm step or a dry run writes them (``0:12,1:40``); None when not
+    given; ``DeadLetterError`` for anything else."""
+    if not text:
+        return None
+    try:
+        parsed = parse_offsets(text).offset
+    except TapError:
+        parsed = None
+    if not isinstance(parsed, Mapping):
+        raise DeadLetterError(f"{name} is partition:offset pairs such as 0:12,1:40, not {text!r}")
+    return dict(parsed)
+
+
+def scan_bound(summary: TapSummary) -> str | None:
+    """What a filter's scan left out, in a sentence, when it stopped at its bound; None when it read the
+    topic to its end (the caller adds how to go on from ``summary.positions``)."""
+    if summary.stopped_by != "max-scanned":
+        return None
+    return (f"the scan stopped at its bound of {summary.scanned:,} records, at offsets "
+            f"{format_offsets(summary.positions)}: only the matches before them are redriven, the rest of "
+            "the topic was not looked at")
+
+
+def _hold_to(tap: Tap, end: Mapping[int, int]) -> None:
+    """End each partition's planned range at ``end`` (never past the topic's end as the tap found it)."""
+    for partition, planned in tap.ranges.items():
+        limit = end.get(partition, planned.start)
+        planned.end = max(min(limit, planned.end if planned.end is not None else limit), planned.start)
+        planned.done = planned.position >= planned.end
 
 
 async def redrives_of(conn: asyncpg.Connection, positions: Iterable[Position]) -> dict[Position, Redrive]:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from polling import eventually
-from redrive_support import dead_lettered, ledger_settings, run_redrive  # noqa: F401 - fixtures
+from redrive_support import copies_on, dead_lettered, dlq_headers, ledger_settings, run_redrive  # noqa: F401
 
 from shopflow.dead_letters import DeadLetterError, Position, check_topic, dead_letter_topics_now, newest
 
@@ -21,12 +21,23 @@ def test_only_a_dead_letter_topic_is_taken(topic):
         check_topic(topic)
 
 
+@pytest.mark.parametrize(("topic", "source"), [
+    ("order-commands.dlq", "order-commands"), ("t-1a2b.dlq", "t-1a2b"), ("order-commands", None), (".dlq", None)])
+def test_a_dead_letter_topic_names_its_source_topic_by_the_one_naming_rule(topic, source):
+    from shopflow.schemas.deadletter import dead_letter_topic, source_topic_of
+
+    assert source_topic_of(topic) == source
+    assert source is None or dead_letter_topic(source) == topic
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["redrive", "order-commands.dlq"], "exactly one"),
     (["redrive", "order-commands.dlq", "--offset", "3", "--where", "true"], "exactly one"),
     (["redrive", "order-commands.dlq", "--partition", "0", "--pending"], "--partition goes with --offset"),
     (["redrive", "orders", "--offset", "1"], "not a dead-letter topic"),
     (["show", "orders"], "not a dead-letter topic"),
+    (["redrive", "order-commands.dlq", "--offset", "1", "--to", "0:5"], "go with --where"),
+    (["redrive", "order-commands.dlq", "--where", "true", "--to", "5"], "partition:offset pairs"),
     (["show", "order-commands.dlq", "--limit", "0"], "--limit is 1..500"),
 ])
 def test_a_usage_error_of_the_command_exits_2_with_what_to_do(args, expected):
@@ -63,6 +74,51 @@ def test_a_topic_counts_what_it_holds_received_and_had_redriven(ledger_settings,
     assert (counted.topic, counted.source_topic, counted.held, counted.received) == (dlq, source, 3, 3)
     assert (counted.redriven, counted.pending) == (1, 0)
     assert (missing.exists, missing.held) == (False, 0)
+
+
+@pytest.mark.integration
+def test_a_filter_scan_stopped_by_its_bound_says_so_and_goes_on_from_there(stack, dead_lettered):
+    from shopflow.dead_letters import matching, scan_bound
+
+    _, dlq = dead_lettered(4)
+
+    # When a filter every record matches scans at most 3 of the 4
+    first, summary = matching(stack, dlq, "true", max_scanned=3)
+
+    # Then it says it stopped at its bound and where, and going on from there finds the rest only
+    assert [p.offset for p in first] == [0, 1, 2]
+    assert "stopped at its bound of 3 records, at offsets 0:3" in (scan_bound(summary) or "")
+    rest, after = matching(stack, dlq, "true", start=summary.positions)
+    assert [p.offset for p in rest] == [3]
+    assert scan_bound(after) is None and after.positions == {0: 4}
+
+
+@pytest.mark.integration
+def test_the_command_redrives_exactly_what_its_dry_run_listed(ledger_settings, dead_lettered, producer):
+    from typer.testing import CliRunner
+
+    from shopflow.cli import app
+    from shopflow.redrive import REDRIVE_OF
+
+    source, dlq = dead_lettered(3)
+    env = {"SHOPFLOW_POSTGRES_SCHEMA": ledger_settings.postgres_schema}
+    where = ["--where", 'key != "k1"']
+
+    # Given a dry run: what matches, up to where it scanned, and how to send exactly that
+    dry = CliRunner().invoke(app, ["dead-letters", "redrive", dlq, *where, "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert "2 records match, scanned up to offsets 0:3" in dry.output and "--to 0:3" in dry.output
+
+    # When a matching dead letter arrives after it, and the redrive is run with the dry run's range
+    producer.produce(dlq, key=b"k9", value=b"v9", headers=dlq_headers(source, "1", "9"))
+    producer.flush(10)
+    done = CliRunner().invoke(app, ["dead-letters", "redrive", dlq, *where, "--to", "0:3", "--yes"], env=env)
+
+    # Then the dry run's two are sent, the newcomer is not
+    assert done.exit_code == 0, done.output
+    assert "2 records match" in done.output
+    assert sorted(h[REDRIVE_OF] for _, _, h in copies_on(ledger_settings, source)) == [
+        f"{dlq}/0/0".encode(), f"{dlq}/0/2".encode()]
 
 
 @pytest.mark.integration

@@ -115,6 +115,13 @@ def _one(settings: Settings, name: str) -> ConnectorStatus:
     return found
 
 
+def _connect_failed(exc: ConnectorError) -> HTTPException:
+    """Connect's failure as the page's answer: 404 for a connector it does not have, else 502 with its
+    message (which says to check ``shopflow stack status``)."""
+    missing = str(exc).startswith("no connector named")
+    return HTTPException(status.HTTP_404_NOT_FOUND if missing else status.HTTP_502_BAD_GATEWAY, str(exc))
+
+
 def _wanted(states: list[str]) -> list[str]:
     wanted = sorted({s.upper() for s in states if s})
     unknown = [s for s in wanted if s not in CONNECT_STATES]
@@ -153,7 +160,10 @@ async def connect_page(request: Request, console: ConsoleDep, principal: OpsView
 async def confirm_action(request: Request, name: str, action: Action, console: ConsoleDep,
                          principal: OpsViewer) -> Response:
     """The confirm step: what the action will do to this connector as it is now; the form posts it."""
-    found = await asyncio.to_thread(_one, console.settings, name)
+    try:
+        found = await asyncio.to_thread(_one, console.settings, name)
+    except ConnectorError as exc:
+        raise _connect_failed(exc) from None
     return page(request, "connect_confirm.html", ConfirmConnectorAction(
         connector=ConnectorView.of(found), action=action, consequence=CONSEQUENCES[action],
         can_act=principal.can(Permission.OPS_ACT)))
@@ -180,8 +190,7 @@ async def do_action(request: Request, name: str, action: Action, console: Consol
     try:
         after = await asyncio.to_thread(_act, console.settings, name, action)
     except ConnectorError as exc:
-        missing = str(exc).startswith("no connector named")
-        raise HTTPException(status.HTTP_404_NOT_FOUND if missing else status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+        raise _connect_failed(exc) from None
     async with console.pool.acquire() as conn:
         await audit(conn, actor=actor, action=f"connector.{action}", target=f"connector:{name}",
                     detail={"state_after": after.health if after else None})

@@ -8,6 +8,8 @@ per record (``shopflow.redrive``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,9 +29,13 @@ from shopflow.dead_letters import (
     dead_letter_topics_now,
     matching,
     newest,
+    offsets_of,
     redrives_of,
+    scan_bound,
 )
 from shopflow.redrive import RedriveOutcome, redrive
+from shopflow.schemas.deadletter import source_topic_of
+from shopflow.taps.seek import format_offsets
 
 router = APIRouter()
 
@@ -105,6 +111,13 @@ class RedrivePage(BaseModel):
     sent: int
     can_act: bool
     note: str = ""
+    source_topic: str = ""
+    # A redrive by filter: the scanned range, per partition ("0:12,1:40"), the form posts back so that only
+    # what this step showed is sent; `bound` says what the scan left out, `next_from` where to go on.
+    scan_from: str | None = None
+    scan_to: str | None = None
+    bound: str | None = None
+    next_from: str | None = None
 
 
 def _bad(exc: DeadLetterError) -> HTTPException:
@@ -151,28 +164,45 @@ async def topic_page(request: Request, topic: str, console: ConsoleDep, principa
                           redrive=(RedriveMark.of(m) if (m := marks.get(Position(r.topic, r.partition, r.offset)))
                                    else None)) for r in records]
     return page(request, "dead_letters_topic.html", TopicPage(
-        topic=topic, source_topic=topic.removesuffix(".dlq"), limit=limit, where=where, records=rows,
+        topic=topic, source_topic=source_topic_of(topic) or "", limit=limit, where=where, records=rows,
         summary=summary.message, can_act=principal.can(Permission.OPS_ACT)))
 
 
-async def _positions(console: Console, topic: str, partition: int | None, offset: int | None,
-                     where: str | None) -> list[Position]:
+@dataclass(frozen=True)
+class Chosen:
+    """The dead letters a redrive is about, and for a filter the range its scan covered."""
+
+    positions: list[Position]
+    scanned_to: dict[int, int] | None = None  # the filter's scan: next offset not scanned, per partition
+    bound: str | None = None  # what the scan left out, when it stopped at its bound
+
+
+async def _chosen(console: Console, topic: str, partition: int | None, offset: int | None, where: str | None,
+                  start: Mapping[int, int] | None = None, end: Mapping[int, int] | None = None) -> Chosen:
     if (offset is None) == (where is None):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "say which records: partition and offset of one record, "
                                                          "or a filter (where) for every record it matches")
     if offset is not None:
         if offset < 0 or (partition or 0) < 0:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "partition and offset are 0 or more")
-        return [Position(topic, partition or 0, offset)]
+        return Chosen([Position(topic, partition or 0, offset)])
     try:
-        found, _ = await asyncio.to_thread(matching, console.settings, topic, where or "", console.codec)
+        found, summary = await asyncio.to_thread(matching, console.settings, topic, where or "", console.codec,
+                                                 start=start, end=end)
     except DeadLetterError as exc:
         raise _bad(exc) from None
     if len(found) > MAX_REDRIVE:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             f"the filter matches {len(found)} records, more than the page redrives at once "
                             f"({MAX_REDRIVE}); narrow it, or use `shopflow dead-letters redrive {topic} --where ...`")
-    return found
+    return Chosen(found, dict(summary.positions), scan_bound(summary))
+
+
+def _offsets(text: str | None, name: str) -> dict[int, int] | None:
+    try:
+        return offsets_of(text, name)
+    except DeadLetterError as exc:
+        raise _bad(exc) from None
 
 
 def _int(text: str | None, name: str) -> int | None:
@@ -186,10 +216,14 @@ def _int(text: str | None, name: str) -> int | None:
 
 @router.get("/dead-letters/{topic}/redrive", include_in_schema=False)
 async def confirm_redrive(request: Request, topic: str, console: ConsoleDep, principal: OpsViewer,
-                          partition: int | None = None, offset: int | None = None, where: str | None = None) -> Any:
-    """The confirm step: a dry run of the redrive (what would be sent, what was redriven already)."""
+                          partition: int | None = None, offset: int | None = None, where: str | None = None,
+                          scan_from: Annotated[str | None, Query(alias="from")] = None) -> Any:
+    """The confirm step: a dry run of the redrive (what would be sent, what was redriven already); for a
+    filter, the range it scanned, which the form posts back so that the redrive sends nothing else."""
     where = (where or "").strip() or None
-    positions = await _positions(console, _topic(topic), partition, offset, where)
+    start = _offsets(scan_from, "from")
+    chosen = await _chosen(console, _topic(topic), partition, offset, where, start=start)
+    positions = chosen.positions
     async with console.pool.acquire() as conn:
         try:
             outcomes = await redrive(console.settings, conn, positions[:CONFIRM_LISTED], redriven_by="(dry run)",
@@ -197,9 +231,14 @@ async def confirm_redrive(request: Request, topic: str, console: ConsoleDep, pri
         except DeadLetterError as exc:
             raise _bad(exc) from None
     note = (f"the first {CONFIRM_LISTED} of {len(positions)} are listed" if len(positions) > CONFIRM_LISTED else "")
+    scanned_to = chosen.scanned_to
     return page(request, "dead_letters_redrive.html", RedrivePage(
-        topic=topic, partition=partition, offset=offset, where=where, done=False, matched=len(positions),
-        outcomes=[OutcomeRow.of(o) for o in outcomes], sent=0, can_act=principal.can(Permission.OPS_ACT), note=note))
+        topic=topic, source_topic=source_topic_of(topic) or "", partition=partition, offset=offset, where=where,
+        done=False, matched=len(positions), outcomes=[OutcomeRow.of(o) for o in outcomes], sent=0,
+        can_act=principal.can(Permission.OPS_ACT), note=note,
+        scan_from=format_offsets(start) if start else None,
+        scan_to=format_offsets(scanned_to) if scanned_to is not None else None, bound=chosen.bound,
+        next_from=format_offsets(scanned_to) if chosen.bound and scanned_to else None))
 
 
 @router.post("/dead-letters/{topic}/redrive", include_in_schema=False)
@@ -209,7 +248,14 @@ async def do_redrive(request: Request, topic: str, console: ConsoleDep, actor: O
     partition = _int(form.get("partition", query.get("partition")), "partition")
     offset = _int(form.get("offset", query.get("offset")), "offset")
     where = (form.get("where", query.get("where")) or "").strip() or None
-    positions = await _positions(console, _topic(topic), partition, offset, where)
+    start = _offsets(form.get("from", query.get("from")), "from")
+    end = _offsets(form.get("to", query.get("to")), "to")
+    if where is not None and end is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            "a redrive by filter sends only what its confirm step showed: GET "
+                            f"/dead-letters/{topic}/redrive?where=... and post its `to` (the scanned range) with it")
+    chosen = await _chosen(console, _topic(topic), partition, offset, where, start=start, end=end)
+    positions = chosen.positions
     outcomes: list[RedriveOutcome] = []
     failure: str | None = None
     async with console.pool.acquire() as conn:
@@ -219,10 +265,13 @@ async def do_redrive(request: Request, topic: str, console: ConsoleDep, actor: O
             failure = str(exc)
         # Also when it stopped half-way: what was sent is in the log.
         await audit(conn, actor=actor, action="dead-letters.redrive", target=topic, detail={
-            "where": where, "sent": [str(o.position) for o in outcomes if o.sent],
+            "where": where, "from": format_offsets(start) if start else None,
+            "to": format_offsets(end) if end else None, "sent": [str(o.position) for o in outcomes if o.sent],
             "refused": {str(o.position): o.outcome for o in outcomes if not o.sent}, "failure": failure})
     if failure is not None:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{failure} ({sum(o.sent for o in outcomes)} sent before)")
     return page(request, "dead_letters_redrive.html", RedrivePage(
-        topic=topic, partition=partition, offset=offset, where=where, done=True, matched=len(positions),
-        outcomes=[OutcomeRow.of(o) for o in outcomes], sent=sum(o.sent for o in outcomes), can_act=True))
+        topic=topic, source_topic=source_topic_of(topic) or "", partition=partition, offset=offset, where=where,
+        done=True, matched=len(positions), outcomes=[OutcomeRow.of(o) for o in outcomes],
+        sent=sum(o.sent for o in outcomes), can_act=True, scan_from=format_offsets(start) if start else None,
+        scan_to=format_offsets(end) if end else None))

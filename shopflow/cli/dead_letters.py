@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -16,7 +15,7 @@ from shopflow.settings import get_settings
 if TYPE_CHECKING:
     import asyncpg
 
-    from shopflow.dead_letters import Redrive
+    from shopflow.dead_letters import Position, Redrive
 
 T = TypeVar("T")
 
@@ -105,6 +104,28 @@ def show(
     typer.echo(summary.message)
 
 
+def _matching(topic: str, where: str, scan_from: str | None, scan_to: str | None, max_scanned: int | None,
+              ) -> tuple[list[Position], str]:
+    """The dead letters the filter matches in the scanned range (``--from``/``--to``) and that range's
+    ends, said with the range and, when the scan stopped at its bound, how to go on."""
+    from shopflow.dead_letters import DeadLetterError, matching, offsets_of, scan_bound
+    from shopflow.taps.seek import format_offsets
+
+    try:
+        start, end = offsets_of(scan_from, "--from"), offsets_of(scan_to, "--to")
+    except DeadLetterError as exc:
+        usage(str(exc))
+    positions, summary = matching(get_settings(), topic, where, max_scanned=max_scanned, start=start, end=end)
+    scanned_to = format_offsets(summary.positions)
+    typer.echo(f"{len(positions)} record{'' if len(positions) == 1 else 's'} match, scanned up to offsets "
+               f"{scanned_to}" + (f" from {format_offsets(start)}" if start else ""))
+    bound = scan_bound(summary)
+    if bound is not None:
+        typer.secho(f"{bound}; go on with --from {scanned_to} once these are redriven, or raise --max-scanned",
+                    fg=typer.colors.YELLOW)
+    return positions, scanned_to
+
+
 def _check(topic: str) -> None:
     """A topic that is not a dead-letter topic is a usage error (exit 2), with the catalog's listed."""
     from shopflow.dead_letters import DeadLetterError, check_topic
@@ -135,6 +156,12 @@ def redrive_command(
     partition: int = typer.Option(None, "--partition", help="The record's partition (default 0 with --offset)."),
     offset: int = typer.Option(None, "--offset", help="Redrive this one record."),
     where: str = typer.Option(None, "--where", help="Redrive every record this CEL filter matches."),
+    scan_from: str = typer.Option(None, "--from", help="With --where: scan from these offsets (0:12,1:40), "
+                                  "where a scan stopped at its bound says to go on."),
+    scan_to: str = typer.Option(None, "--to", help="With --where: scan only before these offsets, as a "
+                                "--dry-run printed them, so that exactly its list is sent."),
+    max_scanned: int = typer.Option(None, "--max-scanned", min=1,
+                                    help="With --where: records scanned at most (default 100,000)."),
     pending_only: bool = typer.Option(False, "--pending", help="Finish the redrives that were interrupted."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be sent; send and claim nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before redriving more than one record."),
@@ -143,7 +170,8 @@ def redrive_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from shopflow.dead_letters import DeadLetterError, Position, matching, pending
+    from shopflow.access import cli_actor
+    from shopflow.dead_letters import DeadLetterError, Position, pending
     from shopflow.redrive import RedriveOutcome, redrive
 
     chosen = [name for name, given in (("--offset", offset is not None), ("--where", where is not None),
@@ -152,14 +180,16 @@ def redrive_command(
         usage("say which records: --offset O [--partition P], --where EXPR or --pending (exactly one)")
     if partition is not None and offset is None:
         usage("--partition goes with --offset")
+    if where is None and (scan_from or scan_to or max_scanned):
+        usage("--from, --to and --max-scanned go with --where")
     _check(topic)
     settings = get_settings()
+    scanned_to = ""
     try:
         if offset is not None:
             positions = [Position(topic, partition or 0, offset)]
         elif where is not None:
-            positions, summary = matching(settings, topic, where)
-            typer.echo(f"{len(positions)} records match: {summary.message}")
+            positions, scanned_to = _matching(topic, where, scan_from, scan_to, max_scanned)
         else:
             positions = _run(lambda conn: pending(conn, topic))
     except DeadLetterError as exc:
@@ -169,7 +199,7 @@ def redrive_command(
         return
     if len(positions) > 1 and not dry_run and not yes:
         typer.confirm(f"send {len(positions)} records of {topic} back to their source topic?", abort=True)
-    actor = f"cli:{getpass.getuser()}"
+    actor = cli_actor()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     outcomes: list[RedriveOutcome] = []
     try:
@@ -188,7 +218,9 @@ def redrive_command(
             audit_cli("dead-letters.redrive", topic, {"sent": [str(o.position) for o in outcomes if o.sent],
                                                        "refused": {str(o.position): o.outcome
                                                                    for o in outcomes if not o.sent},
-                                                       "where": where})
+                                                       "where": where, "to": scanned_to or None})
+    if dry_run and where is not None and scan_to is None:
+        typer.echo(f"to send exactly these: the same command without --dry-run, with --to {scanned_to}")
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in {o.outcome for o in outcomes}}
     typer.echo(f"{topic}: {sum(o.sent for o in outcomes)} sent"
                + "".join(f", {n} {k}" for k, n in sorted(counts.items()) if k != "sent"))

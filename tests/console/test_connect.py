@@ -125,3 +125,40 @@ def test_acting_needs_the_ops_act_permission_and_a_known_connector(ops_user_fact
     bad = ops.client.get("/connect", params={"state": "BROKEN"}, headers=JSON)
     assert bad.status_code == 422 and "unknown state BROKEN" in bad.json()["detail"]
     assert ops.client.post("/connect/catalog-outbox/explode", headers=ops.csrf).status_code == 422
+
+
+# -- Connect down: the page says so (FastAPI's TestClient, no server) ---------------------------------------
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening, then closed: nothing answers there
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_the_confirm_step_says_connect_is_unreachable_and_what_to_do(accept):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from shopflow.access import Permission, Principal, Role
+    from shopflow.console.auth import signed_in
+    from shopflow.console.main import create_app
+    from shopflow.console.resources import get_console
+    from shopflow.settings import Settings
+
+    # Given a console whose Connect is down (a port nothing listens on), and a signed-in ops user
+    settings = Settings(host="127.0.0.1", connect_port=_closed_port())
+    app = create_app(settings)
+    app.dependency_overrides[get_console] = lambda: SimpleNamespace(settings=settings)
+    app.dependency_overrides[signed_in] = lambda: Principal("u-1", "ops@example.com", frozenset({Role.OPS}),
+                                                             frozenset({Permission.OPS_VIEW, Permission.OPS_ACT}))
+
+    # When the confirm step of a restart is asked for (no lifespan: nothing else is opened)
+    answer = TestClient(app).get("/connect/catalog-outbox/restart", headers={"Accept": accept})
+
+    # Then a 502 saying Connect is unreachable and how to bring it up, not a 500
+    assert answer.status_code == 502, answer.text
+    assert "unreachable" in answer.text and "shopflow stack up" in answer.text

@@ -5,7 +5,7 @@ where from, and redrive from the page: confirmed by a dry run, CSRF-checked, sen
 from __future__ import annotations
 
 import pytest
-from redrive_support import audit_rows, copies_on, dead_lettered  # noqa: F401 - fixtures
+from redrive_support import audit_rows, copies_on, dead_lettered, dlq_headers  # noqa: F401 - fixtures
 
 from shopflow.topologies.catalog import dead_letter_topics
 
@@ -64,18 +64,33 @@ def test_a_dead_letter_is_shown_then_redriven_once_from_the_page(stack, ops_sett
     assert audit["actor"] == session.user.email and audit["detail"]["sent"] == [f"{dlq}/0/2"]
 
 
-def test_every_record_a_filter_matches_is_redriven_from_the_page(stack, dead_lettered, ops_user_factory,
-                                                                  ops_session):
+def test_every_record_a_filter_matches_when_confirmed_is_redriven_and_none_that_came_after(
+        stack, dead_lettered, producer, ops_user_factory, ops_session):
     source, dlq = dead_lettered(4)
     session = ops_session(ops_user_factory("ops"))
-    where = 'key in ["k1", "k3"]'
+    where = 'key in ["k1", "k3", "k9"]'
 
+    # Given the confirm step of a redrive by filter: what matches, and the range it scanned
     shown = session.client.get(f"/dead-letters/{dlq}", params={"where": where}).text
     assert f'/dead-letters/{dlq}/redrive?where=' in shown
-    done = session.client.post(f"/dead-letters/{dlq}/redrive", headers={**session.csrf, **JSON},
-                               data={"where": where})
+    confirm = session.client.get(f"/dead-letters/{dlq}/redrive", params={"where": where}, headers=JSON).json()
+    assert (confirm["matched"], confirm["scan_to"], confirm["bound"]) == (2, "0:4", None)
+    confirm_page = session.client.get(f"/dead-letters/{dlq}/redrive", params={"where": where}).text
+    assert 'name="to" value="0:4"' in confirm_page and 'data-testid="scan-bound"' not in confirm_page
 
+    # When a matching dead letter arrives before the confirmed redrive is posted
+    producer.produce(dlq, key=b"k9", value=b"v9", headers=dlq_headers(source, "1", "9"))
+    producer.flush(10)
+    done = session.client.post(f"/dead-letters/{dlq}/redrive", headers={**session.csrf, **JSON},
+                               data={"where": where, "to": confirm["scan_to"]})
+
+    # Then only what was confirmed is sent; a post by filter without the confirmed range is refused
+    assert done.status_code == 200, done.text
     assert sorted(o["position"] for o in done.json()["outcomes"]) == [f"{dlq}/0/1", f"{dlq}/0/3"]
+    assert len(copies_on(stack, source)) == 2
+    unconfirmed = session.client.post(f"/dead-letters/{dlq}/redrive", headers={**session.csrf, **JSON},
+                                      data={"where": where})
+    assert unconfirmed.status_code == 400 and "confirm step" in unconfirmed.json()["detail"]
     assert len(copies_on(stack, source)) == 2
 
 
