@@ -49,7 +49,7 @@ class RecordDecoder:
 
     def decode(self, msg: RawRecord) -> TapRecord:
         topic = msg.topic() or ""
-        headers = [(name, text_or_hex(v)) for name, v in header_pairs(msg)]
+        headers = [(name, text_or_hex(v)) for name, v in header_pairs(msg)] if msg.headers() else []
         value, value_format, schema, schema_id, error = self.decode_value(_bytes(msg.value()))
         return TapRecord(
             topic=topic,

@@ -50,6 +50,7 @@ __all__ = ["AtOffset", "AtTime", "Beginning", "End", "Start", "Tap", "TapRequest
 
 DEFAULT_MAX_SCANNED = 100_000
 BATCH = 1000
+_NO_BOUND = 1 << 62
 
 
 class Masker(Protocol):
@@ -260,6 +261,9 @@ class Tap:
         assert self._consumer is not None
         request, summary, ranges = self.request, self.summary, self.ranges
         until = request.until_ms
+        # the bounds as plain numbers: checked after every record, the check costs no call while none is hit
+        most_shown = min(n for n in (request.count, request.limit, _NO_BOUND) if n is not None)
+        most_scanned = request.max_scanned if request.max_scanned is not None else _NO_BOUND
         while not self._stopped.is_set():
             if all(r.done for r in ranges.values()):
                 return "until" if until is not None else "end"
@@ -286,9 +290,8 @@ class Tap:
                     yield record
                 if part.end is not None and part.position >= part.end:
                     self._finish_partition(partition, part)
-                bound = self._bound_reached()
-                if bound is not None:
-                    return bound
+                if summary.returned >= most_shown or summary.scanned >= most_scanned:
+                    return self._bound_reached() or "end"
                 if self._stopped.is_set():
                     break
             if self.on_progress is not None:
