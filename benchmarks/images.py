@@ -76,9 +76,10 @@ async def one_agent(settings: Settings, photo: bytes, count: int, products_topic
         events = []
         for _ in tqdm(range(count), desc="uploads staged"):
             upload = await images.issue(sku, content_type="image/jpeg", max_bytes=settings.image_max_bytes,
-                                        uploaded_by="benchmark", ttl=timedelta(minutes=10))
+                                        actor="cli:benchmark", ttl=timedelta(minutes=10))
             store.write(Keys.incoming(upload.upload_id), photo, "image/jpeg")
-            await images.confirm(sku, upload.upload_id, key=Keys.incoming(upload.upload_id), size_bytes=len(photo))
+            await images.confirm(sku, upload.upload_id, key=Keys.incoming(upload.upload_id), size_bytes=len(photo),
+                                 actor="cli:benchmark")
             events.append(FileUploaded(str(uuid.uuid4()), sku, upload.upload_id, Keys.incoming(upload.upload_id),
                                        "image/jpeg", len(photo), "benchmark", datetime.now(UTC)))
         loop = asyncio.get_running_loop()

@@ -4,8 +4,9 @@ It starts a Faust worker (unless one runs), seeds stock, places a few dozen orde
 out of stock, some with cards that are declined), follows each order through the topics and prints
 its path and outcome, then the auditor's report on the invariants. Then a catalog change goes
 through the PostgreSQL outbox and Debezium into its topic, and last a client app walks through the
-REST edge (started with the orders read model's projection): registers, fills a cart, checks out
-and follows its order to the outcome.
+REST edge (started with the orders read model's projection, the image agent and the search indexer):
+an admin gives a product a photo whose thumbnails show in its search hit, and a customer registers,
+fills a cart, checks out and follows its order to the outcome.
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ def run(settings: Settings, orders: int = 36) -> None:
     try:
         _saga(settings, codec, orders, step)
         _cdc(settings, codec, step)
-        step("a client app through the REST edge: register, cart, checkout, follow the order")
+        step("a client app through the REST edge: a product photo, register, cart, checkout, follow the order")
         started += _start(settings, "projection", ["projection"])
+        # The product's photo: the image agent makes its thumbnails, the indexer puts them in its search hit.
+        started += _start(settings, "images", ["images"])
+        started += _start(settings, "indexer", ["indexer"])
         started += _start(settings, "edge", ["api"], edge_health(settings))
         started += _start(settings, "ops", ["ops"], ops_health(settings))
         typer.echo(f"  ops console on http://{settings.host}:{settings.ops_port}/ while the demo runs (`shopflow ops` "

@@ -3,15 +3,19 @@
 Registers a customer, makes sure a product is on sale with stock (an admin created with
 ``shopflow.api.users.create_admin`` adds the product through ``POST /v1/products`` if missing, and
 stock through ``POST /v1/admin/stock/{sku}/adjust``), fills the cart, checks out, and follows the order
-with ``GET /v1/orders/{id}?wait=`` to its outcome, printing each step.
+with ``GET /v1/orders/{id}?wait=`` to its outcome, printing each step. The admin also gives the product
+a photo: a presigned POST straight to the object store, a confirm, then the image agent's thumbnails
+show up in the product's search hit.
 
 It needs ``shopflow api`` (the edge), ``shopflow worker`` (the saga and the carts table) and
-``shopflow projection`` (the orders read model behind ``GET /v1/orders``). What is missing is said,
+``shopflow projection`` (the orders read model behind ``GET /v1/orders``), ``shopflow images`` and
+``shopflow indexer`` (the photo's thumbnails in search). What is missing is said,
 with the command that starts it, instead of a traceback: ``run`` returns False then.
 """
 
 from __future__ import annotations
 
+import io
 import secrets
 import time
 import uuid
@@ -122,6 +126,7 @@ def _walk(settings: Settings, client: _Client, say: Callable[[str], None]) -> No
         say(f"2. product {DEMO_SKU} created by the admin ({_money(DEMO_PRICE)})")
     else:
         say(f"2. product {DEMO_SKU} already in the catalog")
+    _photo(client, admin, say)
     client.call("POST", f"/v1/admin/stock/{DEMO_SKU}/adjust", token=admin, json={"delta": 5, "reason": "edge demo"})
     say(f"   +5 units of stock for {DEMO_SKU} (StockAdjusted to the inventory agent)")
 
@@ -142,6 +147,45 @@ def _walk(settings: Settings, client: _Client, say: Callable[[str], None]) -> No
     _follow(client, customer, order["order_id"], say)
     cart = client.call("GET", "/v1/cart", token=customer, params={"wait": 10}).json()
     say(f"6. cart now {cart['status']} (order {cart['checked_out_order']}), {len(cart['items'])} lines")
+
+
+def _photo(client: _Client, admin: str, say: Callable[[str], None], timeout_s: float = 60) -> None:
+    """A generated JPEG for the product: presigned POST to the store, confirm, thumbnails in its search hit."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (800, 600), (238, 232, 213))
+    ImageDraw.Draw(picture).ellipse((250, 120, 550, 420), fill=(181, 137, 0))
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=85)
+    issued = client.call("POST", f"/v1/admin/products/{DEMO_SKU}/images", token=admin,
+                         json={"content_type": "image/jpeg"}).json()
+    try:
+        stored = httpx.post(issued["upload"]["url"], data=issued["upload"]["fields"],
+                            files={"file": ("lamp.jpg", jpeg.getvalue(), "image/jpeg")}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise EdgeDemoError(f"the object store did not answer the upload ({exc!r}): `shopflow stack status` shows "
+                            "it, `shopflow stack up` starts it") from None
+    if stored.status_code != 204:
+        raise EdgeDemoError(f"the object store refused the upload ({stored.status_code}): {stored.text[:200]}")
+    client.call("POST", issued["confirm"], token=admin)
+    image_id = issued["upload_id"]
+    say(f"   photo {image_id} uploaded straight to the object store (presigned POST) and confirmed")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = client.call("GET", issued["state"], token=admin).json()
+        if state["state"] == "rejected":
+            raise EdgeDemoError(f"the image agent rejected the photo: {state['reason']} ({state['detail']})")
+        hits = client.call("GET", "/v1/search", params={"q": DEMO_SKU}).json()["hits"]
+        images = [i for h in hits if h["sku"] == DEMO_SKU for i in h["images"] if i["id"] == image_id]
+        if images:
+            say(f"   search hit for {DEMO_SKU} now carries its thumbnails (each redirects to a presigned GET):")
+            for size, path in images[0]["links"].items():
+                say(f"     {size:>8}: {client.base_url}{path}")
+            return
+        time.sleep(0.3)  # the agent, Debezium and the indexer take a second or two
+    raise EdgeDemoError(f"the photo's thumbnails were not in {DEMO_SKU}'s search hit after {timeout_s:.0f}s (upload "
+                        f"state {state['state']}): is `shopflow images` running, and `shopflow indexer`? see their "
+                        "logs in .shopflow/logs/")
 
 
 def _login(client: _Client, email: str, password: str) -> str:

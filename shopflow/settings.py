@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(default=20 * 2**20, gt=0)
     image_max_pixels: int = Field(default=40_000_000, gt=0)
     image_max_side: int = Field(default=12_000, gt=0)
-    upload_url_ttl_s: int = Field(default=15 * 60, gt=0)
-    download_url_ttl_s: int = Field(default=5 * 60, gt=0)
+    upload_url_ttl_s: int = Field(default=15 * 60, gt=0, le=24 * 3600)
+    download_url_ttl_s: int = Field(default=5 * 60, gt=0, le=3600)  # short-lived: links re-sign on each GET
     upload_sweep_after_s: float = Field(default=3600.0, gt=0)
 
     # How long one server may take to become ready before the start is abandoned.

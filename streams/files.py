@@ -8,6 +8,9 @@ then settles the upload in the catalog (``ProductImages.settle``: ``ImageProcess
 product's new image list, one transaction through the outbox) and only then removes the upload object.
 A refused file is settled REJECTED with its reason and removed: nothing of it is kept. ``FileDeleted``
 removes an image's objects; ``ImageProcessed`` (its own output, by way of the outbox) is passed over.
+It also reads ``catalog.products``: a ``ProductDeleted`` removes the objects of that product's images and
+uploads in flight (``ProductImages.forget_product``), and an image settled for a product deleted while
+it was processed has its objects removed at once, so no object outlives its product.
 
 Offsets are committed only after a record's work is done. The store, PostgreSQL or the registry away is
 retried with backoff, never skipped (an upload waits, it is not lost); every step is idempotent, so a
@@ -39,6 +42,7 @@ from shopflow.files import Keys, ObjectStore, StoreUnavailable
 from shopflow.images import THUMBNAIL_CONTENT_TYPE, Limits, ProcessedImage, Refused, process
 from shopflow.kafka import producer_config
 from shopflow.metrics import BatchFeed, expose
+from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.deadletter import DeadLetter, dead_letter, decode_record_or_dead_letter
 from shopflow.schemas.files import FileDeleted, FileUploaded, ImageOutcome, ImageProcessed
@@ -99,7 +103,9 @@ class ImageAgent:
             if isinstance(event, FileDeleted):
                 removed = self.store.delete_prefix(Keys.image_prefix(event.sku, event.image_id))
                 return Outcome("deleted", f"{removed} objects")
-            if isinstance(event, ImageProcessed):
+            if isinstance(event, ProductDeleted):
+                return self.product_deleted(event)
+            if isinstance(event, ImageProcessed | ProductUpserted):
                 return Outcome("skipped")
         except RETRYABLE:
             raise
@@ -138,28 +144,47 @@ class ImageAgent:
             processed = ImageProcessed(outcome=ImageOutcome.READY, format=result.format, width=result.width,
                                        height=result.height, thumbnail_sizes=tuple(result.thumbnails), **common)
             outcome = Outcome("ready", f"{result.width}x{result.height}")
-        self.run(self.images.settle(processed))
+        settled = self.run(self.images.settle(processed))
+        if settled.discard:  # its product (or the image) was deleted meanwhile: keep nothing of it
+            self.store.delete_prefix(Keys.image_prefix(event.sku, event.upload_id))
+            outcome = Outcome("discarded", "its product was deleted")
         self.store.delete([event.key])  # after the outcome is committed: a crash before it redoes the work
         return outcome
+
+    def product_deleted(self, event: ProductDeleted) -> Outcome:
+        forgotten = self.run(self.images.forget_product(
+            event.sku, deleted_at=event.occurred_at, remove_objects=partial(self._remove, event.sku)))
+        return Outcome("product-deleted", f"{forgotten} images")
+
+    async def _remove(self, sku: str, upload_ids: list[str]) -> None:
+        """Every object of these uploads of ``sku``: the upload itself, the image and its thumbnails."""
+        def remove() -> None:
+            for upload_id in upload_ids:
+                self.store.delete_prefix(Keys.image_prefix(sku, upload_id))
+            self.store.delete([Keys.incoming(u) for u in upload_ids])
+
+        await asyncio.to_thread(remove)
 
 
 async def sweep(store: ObjectStore, images: ProductImages, *, older_than: timedelta) -> int:
     """Remove the objects of uploads never confirmed (expired more than ``older_than`` ago) and mark them
     swept; returns how many. The object goes first: a sweep cut short leaves a row to sweep again."""
-    stale = await images.unconfirmed(older_than=older_than)
-    if stale:
-        await asyncio.to_thread(store.delete, [Keys.incoming(u.upload_id) for u in stale])
-        await images.mark_swept([u.upload_id for u in stale])
-        log.info("swept %d uploads never confirmed", len(stale))
-    return len(stale)
+
+    async def remove(upload_ids: list[str]) -> None:
+        await asyncio.to_thread(store.delete, [Keys.incoming(u) for u in upload_ids])
+
+    swept = await images.sweep(remove, older_than=older_than)
+    if swept:
+        log.info("swept %d uploads never confirmed", swept)
+    return swept
 
 
 def run(settings: Settings, stop_event: StopSignal, *, topic: str = FILES.name,
         products_topic: str = CATALOG_PRODUCTS.name, group_id: str = GROUP_ID,
         on_record: Callable[[Outcome | DeadLetter], None] | None = None,
         sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
-    """Consume ``topic`` (``files``; tests give a throwaway one) until ``stop_event`` is set; each record is
-    committed once its work is done."""
+    """Consume ``topic`` (``files``) and ``products_topic`` (for ``ProductDeleted``; tests give throwaway
+    ones) until ``stop_event`` is set; each record is committed once its work is done."""
     loop = asyncio.new_event_loop()
     registry = SchemaRegistry(settings.registry_url)
     codec = AvroCodec(registry)
@@ -180,8 +205,9 @@ def run(settings: Settings, stop_event: StopSignal, *, topic: str = FILES.name,
 
     try:
         loop.run_until_complete(images.warm())
-        consumer.subscribe([topic])
-        log.info("image agent: %s (group %s) -> bucket %s", topic, group_id, settings.object_store_bucket)
+        consumer.subscribe([topic, products_topic])
+        log.info("image agent: %s, %s (group %s) -> bucket %s", topic, products_topic, group_id,
+                 settings.object_store_bucket)
         while not stop_event.is_set():
             if time.monotonic() - last_sweep >= sweep_interval_s:
                 last_sweep = time.monotonic()

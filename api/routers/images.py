@@ -25,10 +25,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, 
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from shopflow.api.dependencies import AdminUser, CatalogDep, EdgeDep, IdempotencyKey
+from shopflow import access
+from shopflow.access import Principal
+from shopflow.api.dependencies import AdminUser, CatalogDep, EdgeDep, IdempotencyKey, unauthorized
 from shopflow.api.errors import errors
 from shopflow.api.routers.catalog import command, refused
 from shopflow.api.schemas import _In
+from shopflow.api.security import Claims
 from shopflow.catalog import CatalogError
 from shopflow.catalog.images import ProductImages, Upload, ensure_confirmable
 from shopflow.catalog.products import SKU_PATTERN
@@ -94,6 +97,15 @@ class ImageUploadState(BaseModel):
     image: dict[str, str] | None = Field(description="When ready: its links by size, as products show them.")
 
 
+async def _principal(edge: EdgeDep, admin: Claims) -> Principal:
+    """The admin as the audit log names them (their e-mail), read from the accounts' database."""
+    async with edge.pool.acquire() as conn:
+        principal = await access.principal_of(conn, admin.user_id)
+    if principal is None:
+        raise unauthorized("the account of this token no longer exists")
+    return principal
+
+
 def _upload_path(sku: str, upload_id: str) -> str:
     return f"/v1/admin/products/{sku}/images/{upload_id}"
 
@@ -122,7 +134,7 @@ async def issue_upload(sku: SkuPath, body: ImageUploadRequest, request: Request,
 
     async def run() -> Response:
         upload = await files.images.issue(sku, content_type=body.content_type, max_bytes=settings.image_max_bytes,
-                                          uploaded_by=admin.user_id,
+                                          actor=await _principal(edge, admin),
                                           ttl=timedelta(seconds=settings.upload_url_ttl_s))
         post = files.store.presign_upload(Keys.incoming(upload.upload_id), body.content_type, upload.max_bytes)
         issued = ImageUploadIssued(
@@ -153,7 +165,8 @@ async def confirm_upload(sku: SkuPath, upload_id: UploadIdPath, request: Request
                 raise HTTPException(status.HTTP_409_CONFLICT,
                                     f"nothing was uploaded for {upload_id} yet: POST the file to the upload URL "
                                     "(the store answers 204), then confirm")
-            upload, _ = await files.images.confirm(sku, upload_id, key=key, size_bytes=stored.size)
+            upload, _ = await files.images.confirm(sku, upload_id, key=key, size_bytes=stored.size,
+                                                   actor=await _principal(edge, admin))
         return JSONResponse(_state(upload).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
 
     return await command(edge, admin.user_id, idempotency_key, request, None, run)
@@ -175,7 +188,7 @@ async def delete_image(sku: SkuPath, upload_id: UploadIdPath, request: Request, 
     removed from the store next."""
 
     async def run() -> Response:
-        product = await files.images.remove(sku, upload_id, deleted_by=admin.user_id)
+        product = await files.images.remove(sku, upload_id, actor=await _principal(edge, admin))
         await catalog.fence_cache(sku, product.version)
         upload = await files.images.get(sku, upload_id)
         return JSONResponse(_state(upload).model_dump(mode="json"), status.HTTP_202_ACCEPTED)

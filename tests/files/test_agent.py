@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
 from image_samples import photo, text_named_like_an_image
 
+from shopflow.catalog.images import Settled
 from shopflow.files import Keys, StoreUnavailable
 from shopflow.images import THUMBNAIL_SIZES
+from shopflow.schemas.catalog import ProductDeleted
 from shopflow.schemas.files import FileUploaded, ImageOutcome, ImageProcessed
 from shopflow.settings import Settings
 from shopflow.streams.files import ImageAgent, _until_done
@@ -50,6 +53,11 @@ class MemoryStore:
             self.objects.pop(key, None)
             self.log.append(f"delete {key}")
 
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k in self.objects if k.startswith(prefix)]
+        self.delete(keys)
+        return len(keys)
+
 
 @dataclass
 class Upload:
@@ -58,19 +66,27 @@ class Upload:
 
 @dataclass
 class CatalogImages:
-    """ProductImages' two calls the agent makes, recording each outcome settled."""
+    """ProductImages' calls the agent makes, recording each outcome settled; ``product_deleted``: settling
+    finds the product gone (discard), and ``forget_product`` finds this upload."""
 
     state: str = "confirmed"
+    product_deleted: bool = False
     settled: list[ImageProcessed] = field(default_factory=list)
     log: list[str] | None = None
 
     async def get(self, sku: str, upload_id: str) -> Upload:
         return Upload(self.state)
 
-    async def settle(self, event: ImageProcessed) -> None:
+    async def settle(self, event: ImageProcessed) -> Settled:
         self.settled.append(event)
         if self.log is not None:
             self.log.append(f"settle {event.outcome}")
+        return Settled(None, discard=self.product_deleted and event.outcome is ImageOutcome.READY)
+
+    async def forget_product(self, sku: str, *, deleted_at: datetime,
+                             remove_objects: Callable[[list[str]], Awaitable[None]]) -> int:
+        await remove_objects([UPLOAD])
+        return 1
 
 
 def agent_with(store: MemoryStore, images: CatalogImages) -> ImageAgent:
@@ -99,6 +115,35 @@ def test_an_image_is_written_then_settled_and_only_then_its_upload_removed():
     written = [Keys.original(SKU, UPLOAD), *(Keys.thumbnail(SKU, UPLOAD, s) for s in THUMBNAIL_SIZES)]
     assert store.log == [*(f"write {k}" for k in written), "settle READY", f"delete {Keys.incoming(UPLOAD)}"]
     assert sorted(store.objects) == sorted(written)
+
+
+def test_an_image_settled_after_its_product_was_deleted_keeps_no_object():
+    # Given an upload whose product is deleted while the agent makes its thumbnails
+    store = MemoryStore()
+    images = CatalogImages(product_deleted=True)
+
+    # When the agent settles it
+    outcome = agent_with(store, images).upload(uploaded(photo(600, 400, orientation=1), store))
+
+    # Then what it wrote goes with the upload itself
+    assert outcome.kind == "discarded"
+    assert store.objects == {}
+
+
+def test_a_deleted_product_has_the_objects_of_its_images_removed():
+    # Given a product's image and an upload of it still in the store
+    store = MemoryStore()
+    store.objects = {Keys.original(SKU, UPLOAD): b"o", Keys.thumbnail(SKU, UPLOAD, 160): b"t",
+                     Keys.incoming(UPLOAD): b"u", Keys.original("OTHER-1", UPLOAD): b"kept"}
+
+    # When the agent reads the product's ProductDeleted
+    outcome = agent_with(store, CatalogImages()).product_deleted(
+        ProductDeleted(event_id="5d0c9d8e-0f59-4b57-a3f7-5c1e0f3f7b12", sku=SKU, version=3,
+                       occurred_at=datetime.now(UTC)))
+
+    # Then every object of its images is gone, and only those
+    assert (outcome.kind, outcome.detail) == ("product-deleted", "1 images")
+    assert store.objects == {Keys.original("OTHER-1", UPLOAD): b"kept"}
 
 
 def test_a_refused_file_is_settled_rejected_and_nothing_of_it_is_kept():

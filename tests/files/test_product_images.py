@@ -53,6 +53,15 @@ async def search_hit(shop: Shop, sku: str, images: int) -> dict:
                                   what=f"{sku}'s search hit with {images} images")
 
 
+async def ready_image(shop: Shop, new_product, upload) -> tuple[str, dict]:
+    """A new product with one image the agent made ready: its sku and the issued upload."""
+    sku = await new_product()
+    issued, _ = await upload(sku, photo(800, 600, orientation=1))
+    await confirm(shop, sku, issued["upload_id"])
+    assert (await settled(shop, sku, issued["upload_id"]))["state"] == "ready"
+    return sku, issued
+
+
 async def test_an_uploaded_photo_becomes_thumbnails_in_the_products_search_hit(shop: Shop, new_product, upload, store):
     # Given a product, and a 2000x1500 phone photo (EXIF rotated, with a GPS position) sent to the store
     sku = await new_product()
@@ -193,10 +202,7 @@ async def test_bad_requests_get_a_clear_4xx(shop: Shop, new_product):
 
 async def test_deleting_an_image_removes_it_from_the_product_and_every_object(shop: Shop, new_product, upload, store):
     # Given a product with a ready image
-    sku = await new_product()
-    issued, _ = await upload(sku, photo(800, 600, orientation=1))
-    await confirm(shop, sku, issued["upload_id"])
-    assert (await settled(shop, sku, issued["upload_id"]))["state"] == "ready"
+    sku, issued = await ready_image(shop, new_product, upload)
     prefix = Keys.image_prefix(sku, issued["upload_id"])
     assert len(list(store.keys(prefix))) == len(THUMBNAIL_SIZES) + 1
 
@@ -258,3 +264,36 @@ async def test_the_store_down_fails_a_confirm_clearly(shop: Shop, new_product, u
     assert down.headers["Retry-After"]
     # Once it answers again, the same upload confirms
     assert (await confirm(shop, sku, issued["upload_id"])).status_code == 202
+
+
+async def test_each_admin_image_action_is_audited_with_the_admin(shop: Shop, new_product, upload):
+    # Given an admin's upload, confirmed, made an image, then deleted
+    sku, issued = await ready_image(shop, new_product, upload)
+    deleted = await shop.client.delete(f"/v1/admin/products/{sku}/images/{issued['upload_id']}",
+                                       headers={**shop.admin.auth, **shop.idem()})
+    assert deleted.status_code == 202, deleted.text
+
+    # Then the audit log has one row per action, naming the admin
+    rows = await shop.app.state.files.images.pool.fetch(
+        "SELECT actor_id::text AS actor_id, action FROM audit_log WHERE target = $1 ORDER BY id",
+        f"product:{sku}/image:{issued['upload_id']}")
+    assert [(r["actor_id"], r["action"]) for r in rows] == [
+        (shop.admin.user_id, "image.upload"), (shop.admin.user_id, "image.confirm"),
+        (shop.admin.user_id, "image.delete")]
+
+
+async def test_deleting_a_product_removes_the_objects_of_its_images(shop: Shop, new_product, upload, store):
+    # Given a product with a ready image
+    sku, issued = await ready_image(shop, new_product, upload)
+    prefix = Keys.image_prefix(sku, issued["upload_id"])
+    assert list(store.keys(prefix))
+
+    # When the admin deletes the product
+    gone = await shop.client.delete(f"/v1/products/{sku}", headers={**shop.admin.auth, **shop.idem()})
+    assert gone.status_code in (200, 204), gone.text
+
+    # Then the image agent removes every object of its images, and the upload says why
+    eventually(lambda: list(store.keys(prefix)) == [], timeout_s=SEARCHABLE_S, give_up=shop.give_up,
+               what="the deleted product's image objects removed")
+    state = await shop.app.state.files.images.get(sku, issued["upload_id"])
+    assert (state.state, state.reason) == ("deleted", "product-deleted")
