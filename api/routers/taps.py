@@ -2,13 +2,14 @@
 filtered and masked as ``shopflow tap`` does, streamed as NDJSON or Server-Sent Events.
 
 The query parameters are the CLI's options (``from_beginning``/``offset``/``since``/``at``, ``until``,
-``count``, ``follow``, ``where``, ``fields``, ``limit``, ``max_scanned``, ``mask``) plus
+``count`` (``limit``: its alias), ``follow``, ``where``, ``fields``, ``max_scanned``, ``mask``) plus
 ``max_seconds``, the cap on how long one tap may run, so a forgotten ``curl`` of a followed topic does
-not hold a consumer forever. It needs ``taps.read``; personal fields in the clear (``mask=false``)
-need ``taps.unmask``. Each user runs at most ``settings.taps_per_user`` taps at once (429 with
-``Retry-After``; counted in Redis, so across the edge's processes), each process at most
-``TAPS_PER_PROCESS``; the edge's request rate limit applies as to every route. Every tap is written
-to the audit log before its first record. Streaming: ``api.tap_stream``.
+not hold a consumer forever. Who may tap what, and the audit row: ``shopflow.taps.access``
+(``taps.read``; ``taps.unmask`` for ``mask=false``; checked on the token's claims and on the account
+as it is in PostgreSQL now, so a revoked role stops the next tap at once). Each user runs at most
+``settings.taps_per_user`` taps at once (429 with ``Retry-After``; counted in Redis, so across the
+edge's processes), each process at most ``TAPS_PER_PROCESS``; the edge's request rate limit applies
+as to every route. Every tap is written to the audit log before its first record. Streaming: ``api.tap_stream``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from shopflow.api.security import Claims, Permission
 from shopflow.api.tap_stream import NDJSON, SSE, TapResponse, TapStream
 from shopflow.schemas.codec import AvroCodec
 from shopflow.settings import Settings
+from shopflow.taps.access import NotTappable, audit_tap, missing_permission, tappable
 from shopflow.taps.reader import Masker, Tap, TapRequest, default_masker, request_of
 from shopflow.taps.records import TapError, TapUnavailable
-from shopflow.topologies.catalog import all_topics
 
 router = APIRouter(prefix="/v1/taps", tags=["taps"])
 
@@ -71,11 +72,12 @@ class TapQuery(BaseModel):
     at: str | None = Field(None, max_length=40, description="Start at this time: ISO-8601 or ms since the epoch.")
     until: str | None = Field(None, max_length=40, description="Stop at this time (records after it are not shown).")
     count: int | None = Field(None, ge=1, description="Stop after this many records shown.")
+    limit: int | None = Field(None, ge=1, description="The same as `count` (the one bound on results), for "
+                                                      "clients written when both existed; give one.")
     follow: bool = Field(False, description="Keep reading as records arrive, until `max_seconds` or `until`.")
     where: str | None = Field(None, max_length=2000, description="A CEL filter on key, value, headers, partition, "
                                                                  "offset and timestamp.")
     fields: str | None = Field(None, max_length=2000, description="Dotted paths of the value to keep: `a,b.c`.")
-    limit: int | None = Field(None, ge=1, description="At most this many results.")
     max_scanned: int | None = Field(None, ge=1, le=10_000_000, description="Stop after scanning this many records "
                                                                           "(default 100,000; none while following).")
     max_seconds: int = Field(300, ge=1, le=MAX_SECONDS, description="Stop the tap after this many seconds.")
@@ -86,15 +88,12 @@ class TapQuery(BaseModel):
     def tap_request(self, topic: str) -> TapRequest:
         """The engine's request, parsed as ``shopflow tap`` parses its options (one parser); ``TapError`` for
         a start or end it cannot read, or more than one of either."""
+        if self.count is not None and self.limit is not None:
+            raise TapError("count and limit are the same bound: give one")
+        count = self.count if self.count is not None else self.limit
         return request_of(topic, partitions=self.partition, from_beginning=self.from_beginning, offset=self.offset,
-                          since=self.since, at=self.at, until=self.until, count=self.count, follow=self.follow,
-                          where=self.where, fields=self.fields, max_scanned=self.max_scanned, limit=self.limit,
-                          mask=self.mask)
-
-
-def tappable() -> list[str]:
-    """The topics a tap may read: the catalog's and their dead-letter topics."""
-    return [t.name for t in all_topics()]
+                          since=self.since, at=self.at, until=self.until, count=count, follow=self.follow,
+                          where=self.where, fields=self.fields, max_scanned=self.max_scanned, mask=self.mask)
 
 
 async def take_slot(redis: Redis, settings: Settings, user_id: str, lapse_s: float) -> str:
@@ -134,6 +133,8 @@ class _Running:
     count = 0
 
 
+# The token must carry taps.read (a grant counts from the next token refresh) and the account as it is in
+# PostgreSQL now must have it too (a revoke counts at once): shopflow.taps.access.missing_permission.
 TapReader = Annotated[Claims, Depends(require(Permission.TAPS_READ))]
 
 _STREAM_DOC = ("NDJSON: one record per line (`TapRecord.as_json`), the last line the summary (`\"summary\": true`, "
@@ -157,20 +158,21 @@ async def tap_topic(
 ) -> TapResponse:
     """Read a topic decoded to JSON: from the beginning, an offset or a time, up to a time or a count,
     or followed live; filtered (CEL) and with personal fields masked. Streamed with backpressure."""
-    if not query.mask and not user.can(Permission.TAPS_UNMASK):
-        raise forbidden(Permission.TAPS_UNMASK)
-    if topic not in tappable():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no tappable topic {topic!r}; the catalog's topics and "
-                                                      f"their .dlq topics are: {', '.join(tappable())}")
-    try:
-        tap_request = query.tap_request(topic)
-    except TapError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     # A pool connection for the look-up and the audit only: never held while the tap streams.
     async with edge.pool.acquire() as conn:
         principal = await access.principal_of(conn, user.user_id)
     if principal is None:
         raise unauthorized("the account of this token no longer exists")
+    missing = missing_permission(principal, unmask=not query.mask)
+    if missing is not None:
+        raise forbidden(missing)
+    try:
+        tappable(topic)
+        tap_request = query.tap_request(topic)
+    except NotTappable as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except TapError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     if _Running.count >= TAPS_PER_PROCESS:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"this edge process is running its "
                             f"{TAPS_PER_PROCESS} taps; retry shortly", headers={"Retry-After": "5"})
@@ -188,10 +190,8 @@ async def tap_topic(
         masker = await asyncio.to_thread(_masker, request, edge) if tap_request.mask else None
         tap = await asyncio.to_thread(_open, edge.settings, tap_request, edge.codec, masker)
         async with edge.pool.acquire() as conn:
-            await access.audit(conn, actor=principal, action=tap_request.audit_action,
-                               target=tap_request.audit_target, detail={
-                "params": query.model_dump(exclude_none=True, exclude_defaults=True), "masked": tap_request.mask,
-                "format": "sse" if sse else "ndjson", "client": request.client.host if request.client else None})
+            await audit_tap(conn, principal, tap_request, "http", format="sse" if sse else "ndjson",
+                            max_seconds=query.max_seconds, client=request.client.host if request.client else None)
     except BaseException as exc:
         if tap is not None:
             tap.close()

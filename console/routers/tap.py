@@ -4,7 +4,7 @@ masked by the tap engine (``shopflow.taps``), each in the one JSON shape of a ta
 Where the consumer-groups page sends a lagging partition (its committed offset: what the group has
 yet to process), and a form to read elsewhere or filter (CEL, as ``shopflow tap --where``). Personal
 fields are always masked here: unmasked reads are ``shopflow tap --no-mask`` with the permission.
-Every read is audited, as every tap is.
+Which topics and who (``taps.read``), and the audit row: ``shopflow.taps.access``, as for every tap.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import asyncio
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from shopflow.access import audit
 from shopflow.console.auth import OpsViewer
 from shopflow.console.pages import page
 from shopflow.console.resources import Console, ConsoleDep
+from shopflow.taps.access import NotTappable, audit_tap, missing_permission, tappable
 from shopflow.taps.reader import AtOffset, Beginning, Tap, TapRequest
 from shopflow.taps.records import TapError
 
@@ -49,7 +49,7 @@ def _read(console: Console, request: TapRequest) -> tuple[list[dict[str, Any]], 
 
 
 def _next_url(topic: str, partition: int | None, where: str | None, summary: dict[str, Any]) -> str | None:
-    if partition is None or summary.get("stopped_by") not in ("limit", "max-scanned"):
+    if partition is None or summary.get("stopped_by") not in ("count", "max-scanned"):
         return None
     position = summary.get("positions", {}).get(str(partition))
     if position is None:
@@ -62,20 +62,26 @@ def _next_url(topic: str, partition: int | None, where: str | None, summary: dic
 async def tap_page(request: Request, console: ConsoleDep, principal: OpsViewer, topic: str,
                    partition: int | None = Query(None, ge=0), offset: int | None = Query(None, ge=0),
                    where: str | None = Query(None, max_length=2000)) -> Response:
+    missing = missing_permission(principal, unmask=False)
+    if missing is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"the tap needs the {missing} permission; an admin grants "
+                                                       f"it with `shopflow users grant {principal.email} data`")
     where = where.strip() or None if where else None
     tap_request = TapRequest(topic=topic, partitions=None if partition is None else [partition],
                              start=Beginning() if offset is None else AtOffset(offset), where=where,
-                             limit=PAGE_RECORDS, max_scanned=PAGE_MAX_SCANNED, mask=True)
+                             count=PAGE_RECORDS, max_scanned=PAGE_MAX_SCANNED, mask=True)
     view = TapView(topic=topic, partition=partition, offset=offset, where=where, records=[], summary=None,
                    next_url=None)
+    try:
+        tappable(topic)
+    except NotTappable as exc:
+        return page(request, "tap.html", view.model_copy(update={"error": str(exc)}), status_code=404)
+    async with console.pool.acquire() as conn:
+        await audit_tap(conn, principal, tap_request, "console")
     try:
         records, summary = await asyncio.to_thread(_read, console, tap_request)
     except TapError as exc:
         return page(request, "tap.html", view.model_copy(update={"error": str(exc)}), status_code=400)
-    async with console.pool.acquire() as conn:
-        await audit(conn, actor=principal, action="tap", target=topic,
-                    detail={"via": "console", "partition": partition, "offset": offset, "where": where,
-                            "returned": summary["returned"]})
     view = view.model_copy(update={"records": records, "summary": summary,
                                    "next_url": _next_url(topic, partition, where, summary)})
     return page(request, "tap.html", view)

@@ -33,9 +33,10 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], footer
     _console.print(table)
 
 
-def audit_cli(action: str, target: str, detail: Mapping[str, object] | None = None) -> None:
+def audit_cli(action: str, target: str, detail: Mapping[str, object] | None = None, required: bool = False) -> None:
     """One audit_log row for an action done from a terminal (actor ``cli:<os user>``). The action is done
-    by then: a database that cannot be reached is said on stderr, not made a failure of the action."""
+    by then: a database that cannot be reached is said on stderr, not made a failure of the action;
+    ``required``: the row is written before an action that may not run unaudited, else exit 1."""
     import asyncio
 
     from shopflow.access import audit, cli_actor
@@ -52,5 +53,9 @@ def audit_cli(action: str, target: str, detail: Mapping[str, object] | None = No
     try:
         asyncio.run(write())
     except Exception as exc:  # noqa: BLE001 - asyncpg's and the OS's errors alike: the action stands
+        if required:
+            typer.secho(f"error: cannot audit {action} {target}, so it was not done ({exc}); is PostgreSQL up "
+                        "and migrated (`shopflow db migrate`)?", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
         typer.secho(f"warning: {action} {target} done but not written to the audit log ({exc}); "
                     "is PostgreSQL up and migrated (`shopflow db migrate`)?", fg=typer.colors.YELLOW, err=True)

@@ -2,9 +2,11 @@
 
 Records go to standard output (or ``--output``), the summary and progress to standard error, so
 ``shopflow tap orders | jq`` sees records only. The CLI talks to the cluster directly, with the
-credentials of whoever runs it, so ``--no-mask`` is allowed here, said as a warning and audited; the
-HTTP tap asks for the ``taps.unmask`` permission instead. Usage errors (an unknown topic, a bad
-``--where``, options that contradict) exit with status 2 and what to write instead.
+credentials of whoever runs it, so it may read any existing topic and ``--no-mask`` is allowed here,
+said as a warning and audited before the first record is read (no audit row, no unmasked tap: exit 1);
+the HTTP tap asks for the ``taps.unmask`` permission instead (``shopflow.taps.access``). Usage errors
+(an unknown topic, a bad ``--where``, options that contradict) exit with status 2 and what to write
+instead.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def tap_command(
     since: str = typer.Option(None, "--since", help="Start this long ago: 30s, 10m, 2h, 1d."),
     at: str = typer.Option(None, "--at", help="Start at this time (ISO-8601, UTC unless it has an offset)."),
     until: str = typer.Option(None, "--until", help="Stop after the records up to this time, on every partition."),
-    count: int = typer.Option(None, "--count", "-n", help="Stop after this many records shown."),
+    count: int = typer.Option(None, "--count", "-n", help="Stop after this many records shown (the one bound "
+                              "on results)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading new records until Ctrl-C."),
     where: str = typer.Option(None, "--where", help="CEL filter, e.g. 'value.order_id == \"o-1\"'."),
     fields: str = typer.Option(None, "--fields", help="Keep only these value fields (a,b.c); metadata stays."),
@@ -48,7 +51,6 @@ def tap_command(
     no_mask: bool = typer.Option(False, "--no-mask", help="Show personal fields in the clear (audited)."),
     max_scanned: int = typer.Option(None, "--max-scanned", help="Read at most this many records (default "
                                     "100000; unbounded when following)."),
-    limit: int = typer.Option(None, "--limit", help="Show at most this many records."),
     personal_fields: bool = typer.Option(False, "--personal-fields", help="List the fields a tap masks, and exit."),
 ) -> None:
     """Read a topic decoded (Avro through the registry, JSON, text or hex), bounded, filtered and masked."""
@@ -65,7 +67,7 @@ def tap_command(
     try:
         request = request_of(topic, partitions=partition, from_beginning=from_beginning, offset=offset, since=since,
                              at=at, until=until, count=count, follow=follow, where=where, fields=fields,
-                             max_scanned=max_scanned, limit=limit, mask=not no_mask)
+                             max_scanned=max_scanned, mask=not no_mask)
     except TapError as exc:
         raise usage(str(exc)) from None
     if no_mask:
@@ -77,6 +79,7 @@ def _run(request: Any, fmt: str, output: Path | None, err: Console) -> None:
     from shopflow.cli.common import audit_cli
     from shopflow.schemas.codec import AvroCodec
     from shopflow.schemas.registry import SchemaRegistry
+    from shopflow.taps.access import tap_audit
     from shopflow.taps.export import open_writer
     from shopflow.taps.reader import Tap
 
@@ -85,7 +88,9 @@ def _run(request: Any, fmt: str, output: Path | None, err: Console) -> None:
     progress = _progress(err, records_on_terminal=output is None and sys.stdout.isatty())
     try:
         with Tap(settings, request, AvroCodec(registry)) as tap:
-            audit_cli(request.audit_action, request.audit_target, _detail(request))
+            entry = tap_audit(request, "cli")
+            # an unmasked tap is audited before it reads, or not run: a masked one is no secret if unwritten
+            audit_cli(entry.action, entry.target, entry.detail, required=not request.mask)
             writer = open_writer(fmt, output, fields=list(request.fields) if request.fields else None,
                                  writer_schema=registry.schema_by_id)
             if progress is not None:
@@ -144,12 +149,6 @@ def _progress(err: Console, records_on_terminal: bool) -> Progress | None:
         return None
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err, transient=True)
-
-
-def _detail(request: Any) -> dict[str, object]:
-    return {"start": repr(request.start), "until_ms": request.until_ms, "where": request.where,
-            "partitions": list(request.partitions) if request.partitions else None, "follow": request.follow,
-            "mask": request.mask}
 
 
 def _print_summary(err: Console, summary: TapSummary, files: list[Path]) -> None:

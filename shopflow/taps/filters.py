@@ -28,9 +28,18 @@ VARIABLES = ("key", "value", "headers", "partition", "offset", "timestamp", "top
 # cel-python logs every failed evaluation as an "Internal error"; here that is a record without the
 # field asked for, counted in the tap's summary, not news for the log.
 logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
-# The compiled runner evaluates through a module global of cel-python (``base_activation``): two
-# evaluations at once in two threads (taps served side by side) would read each other's records.
+# The compiled runner evaluates through module globals of cel-python (it stores ``base_activation`` and
+# reads ``CEL`` in celpy.evaluation's globals around an exec): two evaluations at once in two threads
+# (taps served side by side) would read each other's records. The lock is held for one evaluation of
+# one record, and the caps below bound what one evaluation can cost, so one user's filter cannot stall
+# the other taps of an edge.
 _EVALUATING = threading.Lock()
+MAX_SOURCE = 1000  # characters of an expression
+MAX_NESTING = 20  # brackets inside brackets
+MAX_NODES = 600  # nodes of its syntax tree (``value.a == "x"`` has 13; 30 such comparisons fit)
+# macros loop over a record's lists; nested, their cost multiplies (lines^k): two at most
+MAX_MACROS = 2
+_MACRO = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(")
 
 
 class RecordFilter:
@@ -40,9 +49,17 @@ class RecordFilter:
         self.source = source
         # Only the variables the expression names are converted for each record (most of a filter's cost)
         self.uses = frozenset(re.findall(r"\b(" + "|".join(VARIABLES) + r")\b", source))
+        _check_size(source)
         env = celpy.Environment(runner_class=celpy.CompiledRunner)
         try:
-            self._program = env.program(env.compile(source))
+            ast = env.compile(source)
+            nodes = sum(1 for _ in ast.iter_subtrees())
+            if nodes > MAX_NODES:
+                raise TapError(f"--where is too complex ({nodes} syntax nodes, at most {MAX_NODES}); filter on "
+                               "fewer fields, or narrow the tap with --partition, --since/--until instead")
+            self._program = env.program(ast)
+        except TapError:
+            raise
         except celpy.CELParseError as exc:
             raise TapError(_parse_message(source, exc)) from None
         except Exception as exc:  # noqa: BLE001 - cel-python raises assorted errors for what it cannot compile
@@ -60,6 +77,23 @@ class RecordFilter:
         if not isinstance(result, bool | celtypes.BoolType):
             raise FilterEvalError(f"the expression gave {type(result).__name__} {result!r}, not true or false")
         return bool(result)
+
+
+def _check_size(source: str) -> None:
+    """Refuse an expression whose cost no filter needs, before parsing it (a parser recurses on nesting)."""
+    if len(source) > MAX_SOURCE:
+        raise TapError(f"--where is {len(source):,} characters long, at most {MAX_SOURCE:,}; filter on fewer "
+                       "fields, or narrow the tap with --partition, --since/--until instead")
+    depth = deepest = 0
+    for char in source:
+        depth += (char in "([{") - (char in ")]}")
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise TapError(f"--where nests brackets {deepest} deep, at most {MAX_NESTING}; write it flatter")
+    macros = len(_MACRO.findall(source))
+    if macros > MAX_MACROS:
+        raise TapError(f"--where has {macros} list macros (all, exists, exists_one, map, filter), at most "
+                       f"{MAX_MACROS}: each loops over a record's list, nested ones multiply")
 
 
 class FilterEvalError(Exception):

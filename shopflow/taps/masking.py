@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -216,6 +217,18 @@ class Masker:
         plan = self.plan(record, schema_id)
         return self._apply(plan, value) if plan and value is not None else value
 
+    def redact(self, data: bytes) -> dict[str, Any]:
+        """A value no schema decoded (JSON, text, hex, a poison record): nothing in it can be told personal
+        or not, so only its length and a pseudonym of its bytes are shown (equal values still compare)."""
+        return {"redacted": True, "bytes": len(data), "digest": self.pseudonym("bytes", data)}
+
+    def detail(self, text: str) -> str:
+        """A dead letter's ``dlq.detail`` (an exception's message, which may quote the value that failed:
+        ``ValueError('ann@example.com')``) cut before its first quote, bracket, ``=`` or ``:``, where the
+        values of a message begin; the fixed words before (the error's kind) stay readable."""
+        head = _DETAIL_VALUES.split(text, maxsplit=1)[0].rstrip()
+        return text if head == text else f"{head} … (masked)"
+
     def _apply(self, plan: Plan, value: Any) -> Any:
         if value is None:
             return None
@@ -234,6 +247,7 @@ class Masker:
         return value
 
 
+_DETAIL_VALUES = re.compile(r"""['"(\[{=:]""")
 _FIELDS = tuple(f.name for f in dataclasses.fields(TapRecord))
 _VALUE = _FIELDS.index("value")
 _all_fields = attrgetter(*_FIELDS)

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.registry import SchemaRegistry
 from shopflow.settings import Settings
-from shopflow.taps.decode import RecordDecoder
+from shopflow.taps.decode import Masking, RecordDecoder
 from shopflow.taps.filters import FilterEvalError, RecordFilter
 from shopflow.taps.records import StoppedBy, TapError, TapRecord, TapSummary, TapUnavailable
 from shopflow.taps.seek import (
@@ -53,11 +53,8 @@ BATCH = 1000
 _NO_BOUND = 1 << 62
 
 
-class Masker(Protocol):
-    """What a tap needs of ``shopflow.taps.masking.Masker``: a decoded value masked by its record's name
-    and writer schema id (see ``RecordDecoder``)."""
-
-    def mask_value(self, record: str, schema_id: int | None, value: Any) -> Any: ...
+# What a tap needs of ``shopflow.taps.masking.Masker`` (see ``RecordDecoder``).
+Masker = Masking
 
 
 @dataclass(frozen=True)
@@ -66,48 +63,37 @@ class TapRequest:
     partitions: Sequence[int] | None = None  # None: all
     start: Start = Beginning()
     until_ms: int | None = None
-    count: int | None = None  # stop after this many results
+    count: int | None = None  # stop after this many results (one bound on results: there is no --limit)
     follow: bool = False
     where: str | None = None  # CEL
     fields: Sequence[str] | None = None  # dotted paths of the value to keep
-    max_scanned: int | None = DEFAULT_MAX_SCANNED  # None: unbounded (see bounded())
-    limit: int | None = None  # at most this many results
+    max_scanned: int | None = DEFAULT_MAX_SCANNED  # None: unbounded (request_of: the default unless following)
     mask: bool = True
 
-    @property
-    def audit_action(self) -> str:
-        """The audit log's action of this tap, the same from the CLI and HTTP: unmasked reads stand apart."""
-        return "tap.read" if self.mask else "tap.unmask"
-
-    @property
-    def audit_target(self) -> str:
-        return f"topic:{self.topic}"
-
     def bounded(self) -> TapRequest:
-        """A request as the engine runs it: the default scan bound is off while following (a live tail
-        is stopped by its reader), the scan bound and the result limits checked."""
-        for name in ("count", "limit", "max_scanned"):
+        """The request checked as the engine runs it: the scan bound and the result count at least 1."""
+        for name in ("count", "max_scanned"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TapError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
-        if self.follow and self.max_scanned == DEFAULT_MAX_SCANNED:
-            return replace(self, max_scanned=None)
         return self
 
 
 def request_of(topic: str, *, partitions: Sequence[int] | None = None, from_beginning: bool = False,
                offset: str | None = None, since: str | None = None, at: str | None = None, until: str | None = None,
                count: int | None = None, follow: bool = False, where: str | None = None, fields: str | None = None,
-               max_scanned: int | None = None, limit: int | None = None, mask: bool = True) -> TapRequest:
+               max_scanned: int | None = None, mask: bool = True) -> TapRequest:
     """The request of ``shopflow tap``'s options as typed (``GET /v1/taps`` takes the same as query
-    parameters): the one parser of starts, ends and field lists; ``TapError`` saying what to write instead."""
+    parameters): the one parser of starts, ends and field lists; ``TapError`` saying what to write instead.
+    ``max_scanned`` None is "not given": ``DEFAULT_MAX_SCANNED``, or no bound when following (a live tail
+    is stopped by its reader); one given is kept, also when it equals the default."""
     if until is not None and count is not None:
         raise TapError("--until and --count: give one end at most")
     return TapRequest(
         topic=topic, partitions=partitions or None, start=start_of(from_beginning, offset, since, at, follow),
         until_ms=parse_time(until, "--until") if until is not None else None, count=count, follow=follow,
         where=where, fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
-        max_scanned=DEFAULT_MAX_SCANNED if max_scanned is None else max_scanned, limit=limit, mask=mask,
+        max_scanned=max_scanned if max_scanned is not None or follow else DEFAULT_MAX_SCANNED, mask=mask,
     ).bounded()
 
 
@@ -148,7 +134,7 @@ class Tap:
         if self.request.mask and masker is None:
             masker = default_masker(settings, codec)
         self.masker = masker if self.request.mask else None
-        self.decoder = RecordDecoder(codec, self.masker.mask_value if self.masker is not None else None)
+        self.decoder = RecordDecoder(codec, self.masker)
         self.filter = RecordFilter(self.request.where) if self.request.where else None
         self.summary = TapSummary()
         self.ranges: dict[int, PartitionRange] = {}
@@ -262,12 +248,13 @@ class Tap:
         request, summary, ranges = self.request, self.summary, self.ranges
         until = request.until_ms
         # the bounds as plain numbers: checked after every record, the check costs no call while none is hit
-        most_shown = min(n for n in (request.count, request.limit, _NO_BOUND) if n is not None)
+        most_shown = request.count if request.count is not None else _NO_BOUND
         most_scanned = request.max_scanned if request.max_scanned is not None else _NO_BOUND
         while not self._stopped.is_set():
             if all(r.done for r in ranges.values()):
                 return "until" if until is not None else "end"
-            for msg in self._consumer.consume(BATCH, 0.2):
+            batch = self._consumer.consume(BATCH, 0.2)
+            for msg in batch:
                 partition, offset = msg.partition() or 0, msg.offset() or 0
                 part = ranges.get(partition)
                 if part is None or part.done:
@@ -282,7 +269,7 @@ class Tap:
                         until is not None and part.end is None and msg.timestamp()[1] > until):
                     self._finish_partition(partition, part)
                     continue
-                part.position = offset + 1
+                part.position, part.at_end = offset + 1, False
                 summary.scanned += 1
                 record = self._shown(msg)
                 if record is not None:
@@ -294,19 +281,27 @@ class Tap:
                     return self._bound_reached() or "end"
                 if self._stopped.is_set():
                     break
+            if until is not None:
+                self._close_waited()
             if self.on_progress is not None:
                 self.on_progress(summary)
         return "interrupted"
 
+    def _close_waited(self) -> None:
+        """Following up to a time no partition had reached: one at its end, with the clock past ``until``,
+        gets no record before it any more (new records are stamped now). Checked after every batch, an empty
+        one too: librdkafka tells a partition's end once, when it gets there, not again while it stays quiet."""
+        if now_ms() <= (self.request.until_ms or 0):
+            return
+        for partition, part in self.ranges.items():
+            if part.at_end and part.end is None and not part.done:
+                self._finish_partition(partition, part)
+
     def _on_error(self, error: KafkaError, partition: int, part: PartitionRange, offset: int) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             # past any transaction markers at the end, which are never delivered
-            part.position = max(part.position, offset)
-            reached = part.end is not None and part.position >= part.end
-            # following up to a time no partition has reached yet: one at its end now, with the clock past
-            # `until`, gets no record before it any more (new records are stamped now)
-            waited = self.request.until_ms is not None and part.end is None and now_ms() > self.request.until_ms
-            if reached or waited:
+            part.position, part.at_end = max(part.position, offset), True
+            if part.end is not None and part.position >= part.end:
                 self._finish_partition(partition, part)
             return
         if error.retriable() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
@@ -338,8 +333,6 @@ class Tap:
         request, summary = self.request, self.summary
         if request.count is not None and summary.returned >= request.count:
             return "count"
-        if request.limit is not None and summary.returned >= request.limit:
-            return "limit"
         if request.max_scanned is not None and summary.scanned >= request.max_scanned:
             return "max-scanned"
         return None
@@ -360,7 +353,6 @@ def describe(summary: TapSummary, request: TapRequest, notes: Sequence[str] = ()
         "end": f"read to the end of {request.topic} as it was when the tap started ({counts})",
         "until": f"read {request.topic} up to {iso(request.until_ms or 0)} ({counts})",
         "count": f"{counts}: the {request.count} asked for (--count); {go_on}",
-        "limit": f"stopped at {summary.returned:,} results (--limit); {counts}; {go_on}",
         "max-scanned": f"stopped after scanning {summary.scanned:,} records (--max-scanned); "
                        f"{summary.returned:,} shown; {go_on} or raise --max-scanned",
         "interrupted": f"stopped before the end ({counts}); {go_on}",

@@ -26,7 +26,7 @@ import orjson
 Hex = dict[str, str]
 Text = str | Hex
 ValueFormat = Literal["avro", "tombstone", "json", "text", "hex"]
-StoppedBy = Literal["end", "until", "count", "max-scanned", "limit", "interrupted"]
+StoppedBy = Literal["end", "until", "count", "max-scanned", "interrupted"]
 
 
 class TapError(Exception):

@@ -128,6 +128,8 @@ class PartitionRange:
     end: int | None
     position: int
     done: bool = False
+    # at the partition's end when last heard of (an end-of-partition event, no record since)
+    at_end: bool = False
 
 
 class Offsets:

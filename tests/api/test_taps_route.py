@@ -104,7 +104,24 @@ async def test_every_tap_is_audited_with_who_what_and_whether_masked(app, client
         row = await conn.fetchrow("SELECT actor_id, actor, action, target, detail FROM audit_log "
                                   "WHERE actor_id = $1 ORDER BY id DESC LIMIT 1", uuid.UUID(accounts["admin"].id))
     assert (row["actor"], row["action"], row["target"]) == (accounts["admin"].email, "tap.unmask", f"topic:{TOPIC}")
-    assert row["detail"]["masked"] is False and row["detail"]["params"]["where"] == _params(registered)["where"]
+    assert row["detail"]["masked"] is False and row["detail"]["where"] == _params(registered)["where"]
+    assert row["detail"]["via"] == "http"
+
+
+async def test_a_revoked_role_stops_the_next_tap_with_the_same_token(app, client, new_account, registered):
+    # Given: an analyst whose token says `data`, tapping
+    analyst = await new_account("data")
+    assert (await client.get(f"/v1/taps/{TOPIC}", headers=analyst.auth, params=_params(registered))).status_code == 200
+
+    # When: an admin revokes the role (the token still carries its permissions)
+    from shopflow.access import revoke
+
+    async with app.state.edge.pool.acquire() as conn:
+        assert await revoke(conn, email=analyst.email, role="data", actor="test")
+
+    # Then: the next tap with the same token is refused at once
+    r = await client.get(f"/v1/taps/{TOPIC}", headers=analyst.auth, params=_params(registered))
+    assert r.status_code == 403 and "taps.read" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("params,status,says", [

@@ -4,6 +4,8 @@ to the tap at the committed offset, and that tap shows what the group has yet to
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,6 +13,9 @@ from shopflow.console.prometheus import Sample, Series
 from shopflow.console.routers.groups import HISTORY_S, HISTORY_STEP_S, _history, groups_view
 from shopflow.db import connect
 from shopflow.lag import GroupLag, LagReport, Member, PartitionLag, Status
+from shopflow.schemas.users import Role as WireRole
+from shopflow.schemas.users import UserRegistered
+from shopflow.topologies.catalog import USERS
 
 
 @pytest.mark.integration
@@ -29,10 +34,37 @@ def test_a_lagging_group_as_json_links_to_the_records_it_has_yet_to_read(lagging
     assert p["tap_url"] == f"/tap/{topic}?partition=0&offset=5"
     assert len(g["lag_s_history"]) == HISTORY_S // HISTORY_STEP_S + 1
 
-    records = session.client.get(p["tap_url"] + "&format=json").json()["records"]
-    assert [r["offset"] for r in records] == list(range(5, 20))
-    assert records[0]["value"] == "record 5"
-    assert asyncio.run(audited(ops_settings, session.user.email)) == [("tap", topic)]
+    # a topic of the test's own is no catalog topic: the tap page refuses it as GET /v1/taps does
+    refused = session.client.get(p["tap_url"] + "&format=json")
+    assert refused.status_code == 404 and "no tappable topic" in refused.json()["error"]
+
+
+@pytest.mark.integration
+def test_the_tap_page_shows_a_catalog_topic_from_an_offset_masked_and_audits_as_every_tap(
+        ops_settings, ops_user_factory, ops_session, producer, codec):
+    # Given: three UserRegistered records on the users topic (no agent reads it)
+    user_id = f"tap-{uuid.uuid4().hex[:12]}"
+    for n in range(3):
+        producer.produce(USERS.name, key=user_id.encode(), value=codec.encode(USERS, UserRegistered(
+            event_id=str(uuid.uuid4()), user_id=user_id, email=f"ann{n}@example.test", display_name="Ann",
+            role=WireRole.CUSTOMER, occurred_at=datetime.now(UTC))))
+    producer.flush(10)
+    session = ops_session(ops_user_factory("ops"))
+
+    # When: an ops user opens the tap page filtered to them
+    view = session.client.get(f"/tap/{USERS.name}", params={"where": f'key == "{user_id}"', "format": "json"}).json()
+
+    # Then: masked records, and the audit row every tap writes
+    assert [r["key"] for r in view["records"]] == [user_id] * 3
+    assert all(r["value"]["email"].startswith("email:") for r in view["records"])
+    assert asyncio.run(audited(ops_settings, session.user.email)) == [("tap.read", f"topic:{USERS.name}")]
+
+
+@pytest.mark.integration
+def test_the_tap_page_refuses_topics_outside_the_catalog(ops_user_factory, ops_session):
+    ops = ops_session(ops_user_factory("ops"))
+    assert ops.client.get("/tap/_schemas", params={"format": "json"}).status_code == 404
+    assert ops.client.get("/tap/__consumer_offsets", params={"format": "json"}).status_code == 404
 
 
 async def audited(settings, email: str) -> list[tuple[str, str]]:

@@ -87,6 +87,21 @@ def test_no_mask_shows_personal_fields_with_a_warning(stack, topic_factory, prod
     assert "warning: --no-mask" in result.stderr
 
 
+def test_an_unmasked_tap_that_cannot_be_audited_is_not_run(stack, topic_factory, producer, codec):
+    # Given: a record with a payment token, and PostgreSQL out of reach (nothing listens on port 9)
+    topic = topic_factory("tap-cli-noaudit")
+    producer.produce(topic, value=order_placed(codec, topic, "o-1"), key="o-1")
+    producer.flush(10)
+
+    # When: tapped unmasked
+    done = subprocess.run([str(SHOPFLOW), "tap", topic, "--no-mask"], capture_output=True, timeout=60,
+                          env={**os.environ, "SHOPFLOW_POSTGRES_PORT": "9", "COLUMNS": "400"})
+
+    # Then: exit 1 saying why, and nothing read
+    assert done.returncode == 1, done.stderr.decode()
+    assert done.stdout == b"" and "cannot audit tap.unmask topic:" in done.stderr.decode()
+
+
 def test_a_dead_letter_topic_shows_the_original_record_and_why(stack, dlq_topic, producer, codec):
     original = RawMessage(order_placed(codec, "orders", "o-9"), key_bytes=b"o-9", topic_name="orders",
                           partition_no=4, offset_no=1234)

@@ -8,8 +8,11 @@ import struct
 import pytest
 from taprecords import SCHEMA_V1, SCHEMA_V2, RawMessage, probe
 
+from shopflow.schemas.codec import AvroCodec
+from shopflow.schemas.registry import RegistryError
 from shopflow.taps.decode import RecordDecoder, dead_letter_info
 from shopflow.taps.masking import PERSONAL, Masker
+from shopflow.taps.records import TapUnavailable
 
 
 def test_avro_of_every_writer_version_decodes_with_its_schema(memory_codec):
@@ -104,12 +107,51 @@ def test_a_masking_decoder_masks_the_avro_value_before_the_record_is_built(memor
         *SCHEMA_V1["fields"][:3], {"name": "customer", "type": {"type": "record", "name": "Customer", "fields": [
             {"name": "email", "type": "string", PERSONAL: "email"}, {"name": "tier", "type": "string"}]}}]}
     masker = Masker("secret", schemas={"shopflow.tests.TapProbe": marked})
-    decoder = RecordDecoder(memory_codec, masker.mask_value)
+    decoder = RecordDecoder(memory_codec, masker)
 
     record = decoder.decode(RawMessage(memory_codec.encode_value("s", SCHEMA_V1, probe(1))))
-    text = decoder.decode(RawMessage(b"c1@example.com"))
 
     assert record.value["customer"]["email"].startswith("email:") and record.value["customer"]["tier"] == "gold"
     assert record == masker.mask(RecordDecoder(memory_codec).decode(RawMessage(
         memory_codec.encode_value("s", SCHEMA_V1, probe(1)))))  # as masking the decoded record would
-    assert text.value == "c1@example.com"  # not Avro: no schema says what is personal
+
+
+@pytest.mark.parametrize("data,value_format", [
+    (b"c1@example.com", "text"),
+    (b'{"email": "c1@example.com"}', "json"),
+    (b"\xffc1@example.com", "hex"),
+    (b"\x00\x00\x00\x00\x63c1@example.com", "hex"),  # framed, an unknown schema id: poison
+])
+def test_a_masking_decoder_redacts_what_no_schema_decoded(memory_codec, data, value_format):
+    # no schema says which part of these bytes is personal: the hex of an undecoded record spells its e-mail
+    masker = Masker("secret")
+    record = RecordDecoder(memory_codec, masker).decode(RawMessage(data))
+
+    assert record.value_format == value_format
+    assert record.value == {"redacted": True, "bytes": len(data), "digest": masker.pseudonym("bytes", data)}
+    assert b"c1@example" not in record.json_line() and "6331406578616d706c65" not in record.json_line().decode()
+    assert RecordDecoder(memory_codec).decode(RawMessage(data)).value != record.value  # unmasked: shown
+
+
+def test_a_masked_dead_letter_keeps_its_reason_and_source_but_not_the_values_its_detail_quotes(memory_codec):
+    headers = [("dlq.topic", b"users"), ("dlq.partition", b"0"), ("dlq.offset", b"7"),
+               ("dlq.reason", b"handler-failed"),
+               ("dlq.detail", b"users agent raised ValueError('ann@example.test is taken')")]
+    record = RecordDecoder(memory_codec, Masker("secret")).decode(
+        RawMessage(b"garbage", topic_name="users.dlq", header_pairs=headers))
+
+    assert record.dead_letter is not None
+    assert (record.dead_letter.reason, record.dead_letter.source_topic, record.dead_letter.source_offset) == (
+        "handler-failed", "users", 7)
+    assert record.dead_letter.detail == "users agent raised ValueError … (masked)"
+    assert "ann@" not in record.json_line().decode() and record.key == "k-1"  # keys (ids) stay in the clear
+
+
+def test_a_registry_that_does_not_answer_stops_the_tap_rather_than_showing_hex():
+    class Down:
+        def schema_by_id(self, schema_id: int) -> dict | None:
+            raise RegistryError("schema registry at http://localhost:8081 unreachable; start it with "
+                                "`shopflow stack up`")
+
+    with pytest.raises(TapUnavailable, match="unreachable"):
+        RecordDecoder(AvroCodec(Down())).decode(RawMessage(b"\x00\x00\x00\x00\x05\x02"))  # type: ignore[arg-type]

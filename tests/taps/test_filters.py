@@ -61,3 +61,19 @@ def test_a_syntax_error_says_where_and_shows_examples():
 def test_naive_times_compare_as_utc():
     naive = record(value=probe(1, at=dt.datetime(2026, 12, 1)))  # noqa: DTZ001 - as fastavro could give
     assert RecordFilter('value.at == timestamp("2026-12-01T00:00:00Z")').matches(naive)
+
+
+@pytest.mark.parametrize("source,says", [
+    ("value.n == 1 || " * 70 + "true", "characters long, at most 1,000"),
+    ("(" * 21 + "true" + ")" * 21, "nests brackets 21 deep"),
+    (" || ".join(f"value.f{i} == {i}" for i in range(40)), "too complex"),
+    ("value.l.all(a, value.l.all(b, value.l.all(c, a == b && b == c)))", "3 list macros"),
+])
+def test_an_expression_past_the_cost_caps_is_refused_before_any_record_is_read(source, says):
+    # one user's filter must not stall the taps of others (evaluations share a lock)
+    with pytest.raises(TapError, match=says):
+        RecordFilter(source)
+
+
+def test_an_expression_within_the_caps_compiles():
+    assert RecordFilter(" || ".join(f"value.f{i} == {i}" for i in range(20))).matches(record(value={"f3": 3}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shopflow.taps.access import tap_audit
 from shopflow.taps.reader import DEFAULT_MAX_SCANNED, TapRequest, describe, project, request_of
 from shopflow.taps.records import TapError, TapSummary
 from shopflow.taps.seek import AtTime
@@ -21,12 +22,14 @@ def test_values_that_are_not_maps_are_kept_whole(value):
 
 
 def test_the_default_scan_bound_is_off_while_following_but_an_explicit_one_stays():
-    assert TapRequest("t", follow=True).bounded().max_scanned is None
-    assert TapRequest("t").bounded().max_scanned == DEFAULT_MAX_SCANNED
-    assert TapRequest("t", follow=True, max_scanned=10).bounded().max_scanned == 10
+    assert request_of("t", follow=True).max_scanned is None
+    assert request_of("t").max_scanned == DEFAULT_MAX_SCANNED
+    assert request_of("t", follow=True, max_scanned=10).max_scanned == 10
+    # an explicit bound equal to the default is still an explicit bound
+    assert request_of("t", follow=True, max_scanned=DEFAULT_MAX_SCANNED).max_scanned == DEFAULT_MAX_SCANNED
 
 
-@pytest.mark.parametrize("option", ["count", "limit", "max_scanned"])
+@pytest.mark.parametrize("option", ["count", "max_scanned"])
 def test_bounds_below_one_are_refused(option):
     with pytest.raises(TapError, match=f"--{option.replace('_', '-')} must be at least 1"):
         TapRequest("t", **{option: 0}).bounded()
@@ -54,8 +57,10 @@ def test_options_as_typed_become_the_engines_request():
     assert request == TapRequest("orders", partitions=[2], start=AtTime(1_796_083_200_000),
                                  until_ms=1_796_086_800_000, fields=["order_id", "total.currency"],
                                  where="partition == 2", max_scanned=DEFAULT_MAX_SCANNED, mask=False)
-    assert (request.audit_action, request.audit_target) == ("tap.unmask", "topic:orders")
-    assert request_of("orders").audit_action == "tap.read"
+    entry = tap_audit(request, "cli")
+    assert (entry.action, entry.target, entry.detail["via"], entry.detail["masked"]) == (
+        "tap.unmask", "topic:orders", "cli", False)
+    assert tap_audit(request_of("orders"), "http").action == "tap.read"
 
 
 def test_an_end_by_time_and_by_count_together_are_refused():

@@ -85,6 +85,26 @@ def test_until_stops_after_the_records_up_to_it_on_every_partition(topic_factory
     assert summary.stopped_by == "until"
 
 
+def test_a_followed_tap_until_a_near_future_time_ends_by_itself_on_a_quiet_partition(stack, codec, topic_factory,
+                                                                                    write):
+    # Given: a partition with one record, then quiet; a live tail up to two seconds from now
+    topic = topic_factory("tap-until-quiet", partitions=1)
+    write(topic, 0, 0, timestamp_ms=int(time.time() * 1000))
+    until = int(time.time() * 1000) + 2000
+    seen: list[TapRecord] = []
+    with Tap(stack, TapRequest(topic, until_ms=until, follow=True, mask=False), codec=codec) as tap:
+        # When: it reads with nothing more arriving
+        reader = threading.Thread(target=lambda: seen.extend(tap.records()), daemon=True)
+        reader.start()
+        try:
+            # Then: it ends by itself soon after `until`, saying so (librdkafka tells the end only once)
+            eventually(lambda: not reader.is_alive(), timeout_s=15, what="the followed tap to end after --until")
+        finally:
+            tap.stop()
+            reader.join(10)
+    assert tap.summary.stopped_by == "until" and [r.offset for r in seen] == [0]
+
+
 def test_an_empty_topic_ends_at_once_and_an_offset_past_the_end_is_a_note(topic_factory, write, tap_all):
     empty = topic_factory("tap-empty", partitions=2)
     started = time.monotonic()
@@ -178,8 +198,8 @@ def test_a_scan_bound_stops_says_so_and_the_rest_follows_from_where_it_says(topi
     rest, _ = tap_all(TapRequest(topic, start=AtOffset(summary.positions), mask=False))
     assert sorted(r.value["n"] for r in first + rest) == list(range(30))
 
-    limited, summary = tap_all(TapRequest(topic, where="value.n % 3 == 0", limit=4, mask=False))
-    assert len(limited) == 4 and summary.stopped_by == "limit"
+    counted, summary = tap_all(TapRequest(topic, where="value.n % 3 == 0", count=4, mask=False))
+    assert len(counted) == 4 and summary.stopped_by == "count"
 
 
 def test_a_filter_cannot_probe_a_field_the_tap_masks(stack, topic_factory, codec, write, tap_all):
