@@ -59,6 +59,12 @@ POLICY: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/search"): everyone(200),
     ("GET", "/v1/search/suggest"): everyone(200),
     ("GET", "/v1/taps/{topic}"): row(401, 403, 403, 200),  # taps.read: data, ops and admin (tests/api/test_taps_route)
+    ("POST", "/v1/admin/products/{sku}/images"): row(401, 403, 403, 201),
+    # An upload id the walk never made: the admin reaches the route and is told it is not there.
+    ("POST", "/v1/admin/products/{sku}/images/{upload_id}/confirm"): row(401, 403, 403, 404),
+    ("GET", "/v1/admin/products/{sku}/images/{upload_id}"): row(401, 403, 403, 404),
+    ("DELETE", "/v1/admin/products/{sku}/images/{upload_id}"): row(401, 403, 403, 404),
+    ("GET", "/v1/products/{sku}/images/{image_id}/{size}"): everyone(404),  # public, as products are
 }
 CELLS = [(method, path, who) for (method, path), expected in POLICY.items() for who in WHO]
 
@@ -144,6 +150,9 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
         assert r.status_code == 200, r.text
     elif path.startswith("/v1/admin/stock"):
         body = {"delta": 1, "reason": "walk"}
+    elif path.startswith("/v1/admin/products/"):
+        sku = world["product"]  # a catalog product (the seeded skus are the test schema's stock only)
+        body = {"content_type": "image/jpeg"} if path.endswith("/images") else None
     elif path == "/v1/products":
         made_sku = f"WALK-{uuid.uuid4().hex[:10]}"
         body = {"sku": made_sku, "name": "Walk lamp", "price": {"amount_minor": 100, "currency": "EUR"}}
@@ -161,7 +170,8 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
         else:
             body = {"name": "Walk renamed"}
     url = (path.replace("{order_id}", world["order_id"]).replace("{sku}", sku)
-           .replace("{category_id}", str(category_id)).replace("{topic}", "users"))
+           .replace("{category_id}", str(category_id)).replace("{topic}", "users")
+           .replace("{upload_id}", str(uuid.uuid4())).replace("{image_id}", str(uuid.uuid4())).replace("{size}", "160"))
     params = ({"prefix": "walk"} if path == "/v1/search/suggest"
               else {"limit": 1, "max_scanned": 10} if path == "/v1/taps/{topic}" else None)
     r = await client.request(method, url, headers=headers, json=body, params=params)
@@ -172,5 +182,5 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
     if made_category is not None:
         await scrap_category(catalog, made_category)
     assert r.status_code == POLICY[(method, path)][who], r.text
-    if r.status_code == 404:
+    if r.status_code == 404 and "{order_id}" in path:
         assert r.json() == {"detail": f"no order {world['order_id']}"}  # the same as for a missing order
