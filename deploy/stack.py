@@ -29,6 +29,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from shopflow.deploy import StackError
 from shopflow.deploy.lock import StackLock
+from shopflow.deploy.mail_server import MailServer
 from shopflow.deploy.object_store import ObjectStore
 from shopflow.deploy.processes import RunState, alive, mirakuru_uuid, port_holder, processes_in, root_of, stop, works_in
 from shopflow.deploy.servers import Connect, Kafka, Registry, Search, Server, port_open
@@ -93,6 +94,7 @@ def all_servers(settings: Settings) -> list[Server]:
         Search("search", settings),
         Prometheus("prometheus", settings, needs_java=False),  # scrapes the ShopFlow processes, not the servers
         ObjectStore("object_store", settings, needs_java=False),  # product images (S3 API)
+        MailServer("mail", settings, needs_java=False),  # notifications by email (SMTP, HTTP API to read them)
     ]
 
 

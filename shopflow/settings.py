@@ -65,6 +65,28 @@ class Settings(BaseSettings):
     object_store_secret_key: SecretStr | None = None
     object_store_bucket: str = "shopflow-files"
     object_store_region: str = "us-east-1"
+    # Notifications (shopflow/notify/): the stack's SMTP server (mailpit, deploy/mail_server.py) and its
+    # HTTP API; Web Push (VAPID keys generated into .shopflow/ on first use); the SMS provider's API
+    # (Twilio's shape; empty: SMS is not configured, tests run a stand-in).
+    mail_smtp_port: int = 1025
+    mail_api_port: int = 8025
+    mail_from: str = "ShopFlow <no-reply@shopflow.local>"
+    mail_timeout_s: float = Field(default=10.0, gt=0)
+    push_vapid_subject: str = "mailto:ops@shopflow.local"
+    push_ttl_s: int = Field(default=24 * 3600, ge=0)
+    push_timeout_s: float = Field(default=10.0, gt=0)
+    sms_api_url: str = ""
+    sms_account_sid: str = ""
+    sms_auth_token: SecretStr | None = None
+    sms_from: str = "+15005550006"
+    sms_timeout_s: float = Field(default=10.0, gt=0)
+    # The sender (streams/notifier.py): a channel failing for now is tried again after retry_first_s,
+    # doubling, up to notify_attempts tries in all, then the request goes to notifications.dlq.
+    notify_attempts: int = Field(default=6, ge=1)
+    notify_retry_first_s: float = Field(default=2.0, gt=0)
+    notify_retry_max_s: float = Field(default=300.0, gt=0)
+    # Available units at or below which a sku is low (LowStock to the admins); per sku: admin route.
+    low_stock_threshold: int = Field(default=5, ge=0)
     # Product images (shopflow/files.py, streams/files.py): what an admin may upload, how long its
     # presigned POST and a download's presigned GET live, and when an upload never confirmed is swept.
     image_max_bytes: int = Field(default=20 * 2**20, gt=0)

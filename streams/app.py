@@ -108,6 +108,7 @@ class Worker:
             timeouts={timeout.name: seconds for timeout, seconds in overrides.items() if seconds is not None},
             gateway=SimulatedGateway(latency_s=settings.gateway_latency_ms / 1000),
             cart_idle_s=settings.cart_idle_s,
+            low_stock_threshold=settings.low_stock_threshold,
         )
         # Values are bytes the worker encodes once (tables.values.encode): the same bytes go to RocksDB
         # and to the changelog, where Faust's own serializer would encode every value twice.

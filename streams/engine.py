@@ -49,7 +49,8 @@ async def _inventory(engine: Engine, state: StockState | None, record: Any, load
     request's order line is read here and written after the sku's own value."""
     line = row_key(record)
     stored_row = load(line) if line else None
-    result = handle_stock(state, Reservation.from_dict(stored_row) if stored_row else None, record, now_ms, offset)
+    result = handle_stock(state, Reservation.from_dict(stored_row) if stored_row else None, record, now_ms, offset,
+                          engine.low_stock_threshold)
     if line is not None and result.row is not None:
         result.writes[line] = result.row.to_dict()
     return result
@@ -112,6 +113,7 @@ class Engine:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     gateway: PaymentGateway = field(default_factory=SimulatedGateway)
     cart_idle_s: float = 1800.0
+    low_stock_threshold: int | None = None  # the shop's default (settings); None: no LowStock events
 
     async def apply(self, route: Route, record: AvroRecord, load: Load | None, now_ms: int,
                     offset: int | None = None) -> Result:

@@ -25,6 +25,7 @@ from typing import Any
 from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.inventory import (
     CommitStock,
+    LowStock,
     RejectReason,
     ReleaseStock,
     ReserveStock,
@@ -69,7 +70,8 @@ def stock_for_new_product(record: ProductUpserted | ProductDeleted) -> list[Outp
 
 
 def handle_stock(state: StockState | None, row: Reservation | None, request: StockRequest,
-                 now_ms: int, offset: int | None = None) -> StockResult:
+                 now_ms: int, offset: int | None = None, low_stock_threshold: int | None = None) -> StockResult:
+    """``low_stock_threshold``: the shop's default (a sku's own wins); None: no LowStock at all."""
     if state is not None and offset is not None and offset <= state.offset:
         return _again(state, row, request, now_ms, offset)
     if isinstance(request, StockAdjusted):
@@ -82,10 +84,30 @@ def handle_stock(state: StockState | None, row: Reservation | None, request: Sto
         result = _release(state or StockState(sku=request.sku), row, request, now_ms)
     else:
         raise Unexpected(f"the inventory agent has no rule for {type(request).__name__}")
+    alert = _low_stock(result.state, request, now_ms, low_stock_threshold) if result.state is not None else None
+    if alert is not None:
+        result.outputs.append(alert)
     if result.state is not None and offset is not None:
         result.state.offset = offset
         result.state.last_row = result.row.to_dict() if result.row is not None else None
+        result.state.last_alert = alert.stored() if alert is not None else None
     return result
+
+
+def _low_stock(state: StockState, request: StockRequest, now_ms: int, default: int | None) -> Output | None:
+    """LowStock when available units cross the threshold downward; once per crossing: a sku at or below it
+    stays quiet until it has been above it again."""
+    threshold = state.low_stock_threshold if state.low_stock_threshold is not None else default
+    if threshold is None:
+        return None
+    if state.available > threshold:
+        state.below_threshold = False
+        return None
+    if state.below_threshold:
+        return None
+    state.below_threshold = True
+    return Output(LowStock(event_id=derived_event_id(request.event_id, "LowStock"), sku=state.sku,
+                           available=state.available, threshold=threshold, occurred_at=_at(now_ms)))
 
 
 def _again(state: StockState, row: Reservation | None, request: StockRequest, now_ms: int,
@@ -99,6 +121,8 @@ def _again(state: StockState, row: Reservation | None, request: StockRequest, no
         outputs = _reserve(state, row, request, now_ms).outputs  # only its answering branches can run
     elif isinstance(request, ReleaseStock):
         outputs = [_released(request, now_ms)]
+    if offset == state.offset and state.last_alert:  # its LowStock may have been lost with the crash
+        outputs = [*outputs, Output.restore(state.last_alert)]
     return StockResult(state=state, row=row, outputs=outputs, duplicate=True)
 
 
@@ -174,6 +198,8 @@ def _adjust(state: StockState, request: StockAdjusted) -> StockResult:
             f"for {state.reserved} reserved"
         )
     state.on_hand += request.delta
+    if request.low_stock_threshold is not None:
+        state.low_stock_threshold = request.low_stock_threshold
     state.remember_adjustment(request.event_id)
     return StockResult(state=state)
 

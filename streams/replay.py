@@ -292,7 +292,8 @@ async def run_scenario(path: Path, store: Path | None = None, crash: Crash | Non
     with tempfile.TemporaryDirectory(prefix="shopflow-replay-") as tmp:
         replay = Replay(Path(store or tmp), engine=Engine(timeouts=given.get("timeouts", {}),
                                                           gateway=SimulatedGateway(),
-                                                          cart_idle_s=given.get("cart_idle_s", 1800.0)))
+                                                          cart_idle_s=given.get("cart_idle_s", 1800.0),
+                                                          low_stock_threshold=given.get("low_stock_threshold")))
         try:
             for sku, on_hand in (given.get("stock") or {}).items():
                 replay.seed_stock(sku, on_hand)

@@ -17,7 +17,7 @@ from confluent_kafka import Message
 from shopflow.streams.audit import audit
 from shopflow.streams.replay import Outcome, _fields
 from shopflow.streams.replay_steps import cancel_order, cart_command, list_product, place_order
-from shopflow.topologies.catalog import CART_COMMANDS, CART_EVENTS
+from shopflow.topologies.catalog import CART_COMMANDS, CART_EVENTS, INVENTORY_EVENTS
 
 
 def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -> Outcome:
@@ -53,7 +53,8 @@ def run_on_broker(path: Path, settings, worker_url: str, quiet_s: float = 1.5) -
     run = uuid.uuid4().hex[:8]
     rid = lambda x: f"{run}-{x}"  # noqa: E731
     client = SagaClient(settings)
-    reader = TopicReader(settings, client.codec, (*SAGA_TOPICS, CART_COMMANDS.name, CART_EVENTS.name), from_end=True)
+    reader = TopicReader(settings, client.codec, (*SAGA_TOPICS, CART_COMMANDS.name, CART_EVENTS.name,
+                                                  INVENTORY_EVENTS.name), from_end=True)
     log: list[tuple[Message, str, dict[str, Any]]] = []
 
     def mine(value: dict) -> bool:

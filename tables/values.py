@@ -155,6 +155,12 @@ class StockState(_Stored):
     offset: int = -1
     last_row: dict | None = None
     adjustments: list[str] = field(default_factory=list)  # the last StockAdjusted ids applied
+    # Low stock (LowStock events): the sku's own threshold (None: the shop's default), whether available is
+    # at or below it now (True until it has once been above: a sku listed with no stock is not "running
+    # low"), and the LowStock the record at ``offset`` emitted, to emit again if that record comes again.
+    low_stock_threshold: int | None = None
+    below_threshold: bool = True
+    last_alert: list | None = None
 
     @property
     def available(self) -> int:

@@ -17,6 +17,7 @@ from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.files import FileDeleted, FileUploaded, ImageProcessed
 from shopflow.schemas.inventory import (
     CommitStock,
+    LowStock,
     ReleaseStock,
     ReserveStock,
     StockAdjusted,
@@ -131,6 +132,10 @@ NOTIFICATIONS = Topic(
     (NotificationRequested, NotificationSent),
     3, "Notifications asked for and their delivery outcomes.",
 )
+INVENTORY_EVENTS = Topic(
+    "inventory-events", "sku", (LowStock,), 3,
+    "What the inventory agent tells beyond the saga: low-stock crossings, keyed by sku.",
+)
 FILES = Topic(
     "files", "sku", (FileUploaded, ImageProcessed, FileDeleted), 3,
     "Product images: uploads confirmed at the edge, what the image agent made of them, deletions; keyed by sku.",
@@ -138,7 +143,14 @@ FILES = Topic(
 
 TOPICS: tuple[Topic, ...] = (
     ORDER_COMMANDS, ORDERS, STOCK_REQUESTS, STOCK_RESULTS, PAYMENT_REQUESTS, PAYMENT_RESULTS,
-    CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, USERS, NOTIFICATIONS, FILES,
+    CART_COMMANDS, CART_EVENTS, CATALOG_PRODUCTS, USERS, NOTIFICATIONS, FILES, INVENTORY_EVENTS,
+)
+# Requests waiting to be tried again (a channel failed for now, or quiet hours): the request's bytes as
+# they were, with a not-before header; only the sender reads it. Not in TOPICS: it carries no record type
+# of its own (every record type travels on exactly one topic: NotificationRequested's is notifications).
+NOTIFICATIONS_RETRY = Topic(
+    "notifications.retry", "notification_id", (), 3,
+    "Notifications to send again after a delay (header notify.not-before), read by the sender only.",
 )
 
 
@@ -152,7 +164,7 @@ def dead_letter_topics() -> tuple[Topic, ...]:
 
 
 def all_topics() -> tuple[Topic, ...]:
-    return TOPICS + dead_letter_topics()
+    return TOPICS + (NOTIFICATIONS_RETRY,) + dead_letter_topics()
 
 
 _TOPIC_OF: dict[type[AvroRecord], Topic] = {record: topic for topic in TOPICS for record in topic.values}

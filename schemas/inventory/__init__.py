@@ -58,6 +58,18 @@ class ReserveStock(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LowStock(AvroRecord):
+    """Event: a sku's available units fell to or below its low-stock threshold (once per crossing)."""
+
+    AVRO_NAME: ClassVar[str] = "shopflow.inventory.LowStock"
+    event_id: UuidStr
+    sku: str
+    available: int
+    threshold: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StockAdjusted(AvroRecord):
     """Event: a manual correction of a sku's on-hand stock (goods received, shrinkage, recount)."""
 
@@ -67,6 +79,7 @@ class StockAdjusted(AvroRecord):
     delta: int
     reason: str
     adjusted_by: str | None = None
+    low_stock_threshold: int | None = None
     occurred_at: datetime
 
 

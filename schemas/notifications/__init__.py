@@ -21,6 +21,16 @@ class Channel(StrEnum):
     PUSH = "PUSH"
 
 
+class NotificationOutcome(StrEnum):
+    """What became of a notification (NotificationSent.outcome; a string on the wire, so new outcomes
+    need no schema change)."""
+
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    GONE = "GONE"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationRequested(AvroRecord):
     """Command: send a message to a user."""
@@ -33,6 +43,8 @@ class NotificationRequested(AvroRecord):
     template: str
     params: dict[str, str] = field(default_factory=dict)
     order_id: str | None = None
+    locale: str = "en"
+    cause_event_id: str | None = None
     occurred_at: datetime
 
 
@@ -47,4 +59,7 @@ class NotificationSent(AvroRecord):
     channel: Channel
     delivered: bool
     detail: str | None = None
+    outcome: str | None = None  # a NotificationOutcome's value
+    attempts: int = 0
+    template: str | None = None
     occurred_at: datetime

@@ -146,6 +146,22 @@ def indexer() -> None:
     main(get_settings())
 
 
+@app.command("notifications")
+def notifications() -> None:
+    """Turn order, account and low-stock events into notification requests (runs until interrupted)."""
+    from shopflow.streams.notifications import main
+
+    main(get_settings())
+
+
+@app.command("notifier")
+def notifier() -> None:
+    """Send notification requests by email, push and SMS, with retries (runs until interrupted)."""
+    from shopflow.streams.notifier_loop import main
+
+    main(get_settings())
+
+
 @app.command("monitor")
 def monitor(
     metrics_port: int = typer.Option(None, help="Port of its /metrics (default: any free one; Prometheus finds it)."),
