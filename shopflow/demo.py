@@ -108,6 +108,9 @@ def run(settings: Settings, orders: int = 36) -> None:
         started += _start(settings, "indexer", ["indexer"])
         started += _start(settings, "edge", ["api"], edge_health(settings))
         started += _start(settings, "ops", ["ops"], ops_health(settings))
+        # The customer's e-mail about the order: the agent requests it, the sender delivers it to mailpit.
+        started += _start(settings, "notifications", ["notifications"])
+        started += _start(settings, "notifier", ["notifier"])
         typer.echo(f"  ops console on http://{settings.host}:{settings.ops_port}/ while the demo runs (`shopflow ops` "
                    "serves it after): sign in as a user with the ops role, `shopflow users grant EMAIL ops`")
         edge_url = f"http://{settings.host}:{settings.api_port}"

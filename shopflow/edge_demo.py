@@ -5,11 +5,12 @@ Registers a customer, makes sure a product is on sale with stock (an admin creat
 stock through ``POST /v1/admin/stock/{sku}/adjust``), fills the cart, checks out, and follows the order
 with ``GET /v1/orders/{id}?wait=`` to its outcome, printing each step. The admin also gives the product
 a photo: a presigned POST straight to the object store, a confirm, then the image agent's thumbnails
-show up in the product's search hit.
+show up in the product's search hit. Last, the e-mail the customer received about the order's outcome.
 
 It needs ``shopflow api`` (the edge), ``shopflow worker`` (the saga and the carts table) and
 ``shopflow projection`` (the orders read model behind ``GET /v1/orders``), ``shopflow images`` and
-``shopflow indexer`` (the photo's thumbnails in search). What is missing is said,
+``shopflow indexer`` (the photo's thumbnails in search), ``shopflow notifications`` and ``shopflow notifier``
+(the customer's e-mail about the order, read back from the stack's mailpit). What is missing is said,
 with the command that starts it, instead of a traceback: ``run`` returns False then.
 """
 
@@ -147,6 +148,32 @@ def _walk(settings: Settings, client: _Client, say: Callable[[str], None]) -> No
     _follow(client, customer, order["order_id"], say)
     cart = client.call("GET", "/v1/cart", token=customer, params={"wait": 10}).json()
     say(f"6. cart now {cart['status']} (order {cart['checked_out_order']}), {len(cart['items'])} lines")
+    _email(settings, email, order["order_id"], say)
+
+
+def _email(settings: Settings, address: str, order_id: str, say: Callable[[str], None], timeout_s: float = 60) -> None:
+    """The e-mail the customer was sent about the order's outcome, read back from the stack's mailpit."""
+    from shopflow.deploy.mail_server import Mailbox
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        with Mailbox(settings) as mailbox:
+            # The customer was also welcomed: the order's e-mail is the one that names the order.
+            while not (received := [m for m in mailbox.to(address) if order_id in m.subject + m.text]):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)  # the notifications agent, then the notifier's SMTP send
+    except httpx.HTTPError as exc:
+        raise EdgeDemoError(f"the stack's mail server did not answer ({exc!r}): `shopflow stack status` shows it, "
+                            "`shopflow stack up` starts it") from None
+    if not received:
+        raise EdgeDemoError(f"no e-mail about order {order_id} reached {address} in {timeout_s:.0f}s: are "
+                            "`shopflow notifications` and `shopflow notifier` running (and through any backlog)? "
+                            "see their logs in .shopflow/logs/")
+    mail = received[0]
+    first_line = next((line.strip() for line in mail.text.splitlines() if line.strip()), "")
+    say(f"7. e-mail to {address}: \"{mail.subject}\" (mailpit, port {settings.mail_api_port})")
+    say(f"   {first_line}")
 
 
 def _photo(client: _Client, admin: str, say: Callable[[str], None], timeout_s: float = 60) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from fastapi.responses import JSONResponse
 
 from shopflow.api.converters import order_from_row, to_stock_adjusted
-from shopflow.api.dependencies import AdminUser, EdgeDep, IdempotencyKey
+from shopflow.api.dependencies import AdminUser, Edge, EdgeDep, IdempotencyKey
 from shopflow.api.errors import errors
 from shopflow.api.idempotency import fingerprint
 from shopflow.api.orders_store import CatalogUnavailable, list_orders, sku_exists
@@ -20,6 +20,17 @@ from shopflow.catalog.products import SKU_PATTERN
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The sku to adjust.")]
+
+
+async def require_known_sku(edge: Edge, sku: str) -> None:
+    """An admin's stock command names a catalog sku: 422 if it is not one, 503 if the catalog cannot say."""
+    async with edge.pool.acquire() as conn:
+        try:
+            known = await sku_exists(conn, sku)
+        except CatalogUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
+    if not known:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown sku: {sku}")
 
 
 @router.get("/orders", response_model=OrderPage, responses=errors(400, 401, 403, 422, 429, 503))
@@ -39,13 +50,7 @@ async def adjust_stock(sku: SkuPath, body: StockAdjust, request: Request, admin:
     """Correct a sku's on-hand stock (StockAdjusted to the inventory agent that owns the sku)."""
 
     async def handle() -> Response:
-        async with edge.pool.acquire() as conn:
-            try:
-                known = await sku_exists(conn, sku)
-            except CatalogUnavailable as exc:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
-        if not known:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown sku: {sku}")
+        await require_known_sku(edge, sku)
         event = to_stock_adjusted(sku=sku, body=body, adjusted_by=admin.user_id, occurred_at=datetime.now(UTC))
         await edge.producer.send(edge.topics.stock_requests, sku, event)
         accepted = StockAdjustAccepted(event_id=event.event_id, sku=sku, delta=body.delta)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopflow.api.dependencies import AdminUser, CurrentUser, DbDep, EdgeDep
 from shopflow.api.errors import errors
-from shopflow.api.orders_store import CatalogUnavailable, sku_exists
+from shopflow.api.routers.admin import require_known_sku
 from shopflow.catalog.products import SKU_PATTERN
 from shopflow.notify import preferences
 from shopflow.notify.ledger import history
@@ -125,13 +125,7 @@ async def set_low_stock_threshold(
 ) -> LowStockThresholdAccepted:
     """Set a sku's own low-stock threshold (the shop's default is settings low_stock_threshold); admins are
     told (LowStock) when its available units fall to it. Setting it again is harmless."""
-    async with edge.pool.acquire() as conn:
-        try:
-            known = await sku_exists(conn, sku)
-        except CatalogUnavailable as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
-    if not known:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown sku: {sku}")
+    await require_known_sku(edge, sku)
     event = StockAdjusted(event_id=str(uuid.uuid4()), sku=sku, delta=0,
                           reason=f"low-stock threshold set to {body.threshold}", adjusted_by=admin.user_id,
                           low_stock_threshold=body.threshold, occurred_at=datetime.now(UTC))

@@ -7,7 +7,9 @@ be probed); a customer on an admin route is 403; no token on a protected route i
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import secrets
 import uuid
 
 import pytest
@@ -65,6 +67,19 @@ POLICY: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/admin/products/{sku}/images/{upload_id}"): row(401, 403, 403, 404),
     ("DELETE", "/v1/admin/products/{sku}/images/{upload_id}"): row(401, 403, 403, 404),
     ("GET", "/v1/products/{sku}/images/{image_id}/{size}"): everyone(404),  # public, as products are
+    ("GET", "/v1/users/me/notification-preferences"): row(401, 200, 200, 200),  # each user's own
+    ("PUT", "/v1/users/me/notification-preferences"): row(401, 200, 200, 200),
+    ("GET", "/v1/users/me/notifications"): row(401, 200, 200, 200),
+    ("GET", "/v1/push/application-server-key"): row(401, 200, 200, 200),
+    ("POST", "/v1/users/me/push-subscriptions"): row(401, 201, 201, 201),
+    ("GET", "/v1/users/me/push-subscriptions"): row(401, 200, 200, 200),
+    # A subscription id the walk never made: as another user's, so ids cannot be probed.
+    ("DELETE", "/v1/users/me/push-subscriptions/{subscription_id}"): row(401, 404, 404, 404),
+    ("GET", "/v1/admin/notification-templates"): row(401, 403, 403, 200),
+    ("POST", "/v1/admin/notification-templates"): row(401, 403, 403, 201),
+    ("PUT", "/v1/admin/notification-templates/{template}/{channel}/{locale}"): row(401, 403, 403, 200),
+    ("POST", "/v1/admin/notification-templates/preview"): row(401, 403, 403, 200),
+    ("PUT", "/v1/admin/stock/{sku}/low-stock-threshold"): row(401, 403, 403, 202),
 }
 CELLS = [(method, path, who) for (method, path), expected in POLICY.items() for who in WHO]
 
@@ -78,6 +93,18 @@ def walk_product(sku: str):
     from shopflow.catalog import ProductInput
 
     return ProductInput(sku=sku, name="Walk lamp", price_minor=100, currency="EUR")
+
+
+def walk_template(name: str) -> dict[str, str]:
+    """An SMS template (text only) that renders with any params."""
+    return {"template": name, "channel": "SMS", "locale": "en", "text_body": "Walk text"}
+
+
+def walk_push_subscription() -> dict[str, object]:
+    """A subscription of a local endpoint nobody serves (registering it sends nothing)."""
+    key = base64.urlsafe_b64encode(b"\x04" + secrets.token_bytes(64)).rstrip(b"=").decode()
+    auth = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+    return {"endpoint": f"http://127.0.0.1:9/walk/{uuid.uuid4().hex}", "keys": {"p256dh": key, "auth": auth}}
 
 
 async def scrap_product(catalog, sku: str) -> None:
@@ -101,11 +128,15 @@ async def world(app, client, new_account, skus, idem):
     r = await client.post("/v1/orders", headers={**accounts["owner"].auth, **idem()},
                           json={"lines": [{"sku": skus["A"], "quantity": 1}], "payment_token": "tok"})
     assert r.status_code == 202
+    order_id = r.json()["order_id"]
     catalog = app.state.edge.catalog
     product = await catalog.create_product(walk_product(f"WALK-{uuid.uuid4().hex[:10]}"))
     category = await catalog.create_category(f"walk-{uuid.uuid4().hex[:10]}", "Walk")
-    yield {"accounts": accounts, "order_id": r.json()["order_id"], "sku": skus["A"], "catalog": catalog,
-           "product": product.sku, "category": category.id}
+    template = walk_template(f"walk_{uuid.uuid4().hex[:10]}")
+    r = await client.post("/v1/admin/notification-templates", headers=accounts["admin"].auth, json=template)
+    assert r.status_code == 201, r.text
+    yield {"accounts": accounts, "order_id": order_id, "sku": skus["A"],
+           "catalog": catalog, "product": product.sku, "category": category.id, "template": template["template"]}
     await scrap_product(catalog, product.sku)
     await scrap_category(catalog, category.id)
 
@@ -148,8 +179,20 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
     elif path == "/v1/wishlist/{sku}" and method == "DELETE" and account:
         r = await client.put(f"/v1/wishlist/{sku}", headers=account.auth)
         assert r.status_code == 200, r.text
+    elif path.endswith("/low-stock-threshold"):
+        body = {"threshold": 3}
     elif path.startswith("/v1/admin/stock"):
         body = {"delta": 1, "reason": "walk"}
+    elif path == "/v1/users/me/notification-preferences" and method == "PUT":
+        body = {"channels": {"SMS": False}, "quiet_hours": None}
+    elif path == "/v1/users/me/push-subscriptions" and method == "POST":
+        body = walk_push_subscription()
+    elif path == "/v1/admin/notification-templates" and method == "POST":
+        body = walk_template(f"walk_{uuid.uuid4().hex[:10]}")
+    elif path.startswith("/v1/admin/notification-templates/{template}"):
+        body = {"text_body": "Walk text, again"}
+    elif path == "/v1/admin/notification-templates/preview":
+        body = {"template": world["template"], "channel": "SMS", "draft": {"text_body": "Walk preview"}}
     elif path.startswith("/v1/admin/products/"):
         sku = world["product"]  # a catalog product (the seeded skus are the test schema's stock only)
         body = {"content_type": "image/jpeg"} if path.endswith("/images") else None
@@ -171,7 +214,9 @@ async def test_the_walk(client, new_account, skus, idem, world, method, path, wh
             body = {"name": "Walk renamed"}
     url = (path.replace("{order_id}", world["order_id"]).replace("{sku}", sku)
            .replace("{category_id}", str(category_id)).replace("{topic}", "users")
-           .replace("{upload_id}", str(uuid.uuid4())).replace("{image_id}", str(uuid.uuid4())).replace("{size}", "160"))
+           .replace("{upload_id}", str(uuid.uuid4())).replace("{image_id}", str(uuid.uuid4())).replace("{size}", "160")
+           .replace("{subscription_id}", str(uuid.uuid4())).replace("{template}", world["template"])
+           .replace("{channel}", "SMS").replace("{locale}", "en"))
     params = ({"prefix": "walk"} if path == "/v1/search/suggest"
               else {"limit": 1, "max_scanned": 10} if path == "/v1/taps/{topic}" else None)
     r = await client.request(method, url, headers=headers, json=body, params=params)
