@@ -1,8 +1,8 @@
 """Builds a pinned Go module's command with the machine's Go into the stack's cache, once.
 
-Used by the servers the stack builds from source (deploy/mail_server.py; deploy/object_store.py does
-the same by hand). A build goes to ``<name>-<version>.partial`` and is renamed into place with a
-``.complete`` marker only when it succeeded, so an interrupted build is never taken for a finished one.
+Used by the servers the stack builds from source (deploy/object_store.py, deploy/mail_server.py). A
+build goes to ``<name>-<version>.partial`` and is renamed into place with a ``.complete`` marker only
+when it succeeded, so an interrupted build is never taken for a finished one.
 """
 
 from __future__ import annotations

@@ -11,17 +11,14 @@ the gateway through its environment, never its command line. The project's bucke
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shopflow.deploy import StackError
 from shopflow.deploy.fetch import VERSIONS
+from shopflow.deploy.go_build import build_go_module, built
 from shopflow.deploy.servers import Server, port_open
 from shopflow.files import credentials, ensure_bucket, s3_client
 from shopflow.settings import Settings
@@ -61,32 +58,10 @@ class ObjectStore(Server):
         return self.data_dir / "buckets"
 
     def fetched(self) -> bool:
-        return (binary_dir(self.settings) / ".complete").exists()
+        return built(binary_dir(self.settings))
 
     def fetch(self) -> None:
-        if self.fetched():
-            return
-        go = shutil.which("go") or next((p for p in ("/usr/local/go/bin/go",) if Path(p).exists()), None)
-        if go is None:
-            raise StackError("Go is not installed (versitygw is built from its Go module): install Go 1.26 "
-                             "(/usr/local/go/bin on this machine kind), put it on PATH, then `shopflow stack fetch`")
-        dest = binary_dir(self.settings)
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        # GOTOOLCHAIN=local: the machine's Go builds it, or the build fails saying why (no silent download).
-        env = {**os.environ, "GOBIN": str(partial), "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
-               "GOFLAGS": "-trimpath -buildvcs=false"}
-        proc = subprocess.run([go, "install", f"{MODULE}@{versitygw_version()}"], env=env,
-                              capture_output=True, text=True)
-        if proc.returncode != 0 or not (partial / "versitygw").exists():
-            shutil.rmtree(partial, ignore_errors=True)
-            reason = (proc.stderr.strip().splitlines() or [f"go exited {proc.returncode}"])[-1]
-            raise StackError(f"could not build versitygw {versitygw_version()} ({reason}); check that the Go "
-                             "module proxy is reachable (`go env GOPROXY`) and run `shopflow stack fetch` again")
-        shutil.rmtree(dest, ignore_errors=True)
-        partial.rename(dest)
-        (dest / ".complete").write_text(versitygw_version() + "\n")
+        build_go_module(MODULE, versitygw_version(), "versitygw", binary_dir(self.settings))
 
     def prepare(self) -> None:
         self.buckets_dir.mkdir(parents=True, exist_ok=True)
