@@ -117,12 +117,13 @@ def test_the_order_email_is_printed_once_it_arrives_not_the_welcome(monkeypatch,
     lines: list[str] = []
 
     # When the demo reads the customer's e-mail
-    edge_demo._email(demo_settings(tmp_path), "demo@example.test", order_id, lines.append)
+    settings = demo_settings(tmp_path)
+    edge_demo._email(settings, "demo@example.test", order_id, lines.append)
 
     # Then it waited for the order's e-mail and printed its subject and first line of text
     assert mailbox.looks == 3
-    assert lines == ['7. e-mail to demo@example.test: "Your order ord-7 is confirmed" (mailpit, port 8025)',
-                     "   Hello Demo,"]
+    assert lines == ['7. e-mail to demo@example.test: "Your order ord-7 is confirmed" '
+                     f"(mailpit, port {settings.mail_api_port})", "   Hello Demo,"]
 
 
 def test_no_order_email_in_time_stops_the_demo_naming_the_processes(monkeypatch, tmp_path):
