@@ -111,7 +111,7 @@ async def list_templates(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TemplateOut,
-             responses=errors(401, 403, 409, 422, 429))
+             responses=errors(400, 401, 403, 409, 413, 422, 429))
 async def create_template(body: TemplateCreate, admin: AdminUser, edge: EdgeDep) -> TemplateOut:
     """A new template (for a new name, channel or locale); refused with 422 if it does not render."""
     async with edge.pool.acquire() as conn, conn.transaction():
@@ -127,7 +127,8 @@ async def create_template(body: TemplateCreate, admin: AdminUser, edge: EdgeDep)
     return TemplateOut.of(saved)
 
 
-@router.put("/{template}/{channel}/{locale}", response_model=TemplateOut, responses=errors(401, 403, 404, 422, 429))
+@router.put("/{template}/{channel}/{locale}", response_model=TemplateOut,
+            responses=errors(400, 401, 403, 404, 413, 422, 429))
 async def update_template(template: TemplateName, channel: ChannelName, locale: LocalePath, body: TemplateSources,
                           admin: AdminUser, edge: EdgeDep) -> TemplateOut:
     """Replace a template's sources; refused with 422 (and left unchanged) if they do not render."""
@@ -143,7 +144,7 @@ async def update_template(template: TemplateName, channel: ChannelName, locale: 
     return TemplateOut.of(saved)
 
 
-@router.post("/preview", response_model=Preview, responses=errors(401, 403, 404, 422, 429))
+@router.post("/preview", response_model=Preview, responses=errors(400, 401, 403, 404, 413, 422, 429))
 async def preview_template(body: PreviewRequest, _admin: AdminUser, edge: EdgeDep) -> Preview:
     """Render a stored template or an unsaved draft with sample data (or the params given); nothing is saved."""
     params = dict(body.params if body.params is not None else sample_params(body.template))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from shopflow.api.dependencies import AdminUser, CurrentUser, DbDep, EdgeDep
 from shopflow.api.errors import errors
@@ -43,7 +43,7 @@ class QuietHoursBody(BaseModel):
 
 class NotificationPreferences(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channels: dict[Channel, bool] = Field(
+    channels: dict[Channel, StrictBool] = Field(
         description="Each channel on (true) or off (false); a channel left out is on.")
     quiet_hours: QuietHoursBody | None = Field(None, description="Hours non-critical messages wait out; null: none.")
 
@@ -81,7 +81,7 @@ async def my_preferences(user: CurrentUser, conn: DbDep) -> NotificationPreferen
 
 
 @router.put("/notification-preferences", response_model=NotificationPreferences,
-            responses=errors(401, 422, 429, 503))
+            responses=errors(400, 401, 413, 422, 429, 503))
 async def set_preferences(body: NotificationPreferences, user: CurrentUser, conn: DbDep) -> NotificationPreferences:
     """Replace my channels and quiet hours."""
     try:
@@ -98,10 +98,16 @@ async def set_preferences(body: NotificationPreferences, user: CurrentUser, conn
 async def my_notifications(
     user: CurrentUser, conn: DbDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: Annotated[datetime | None, Query(description="next_before of the previous page.")] = None,
+    before: Annotated[str | None, Query(max_length=40, pattern=r"^\d{4}-\d{2}-\d{2}T",
+                                        description="next_before of the previous page (an ISO-8601 time).")] = None,
 ) -> NotificationHistory:
     """What I was sent (or why not), newest first."""
-    entries = await history(conn, user.user_id, limit=limit, before=before)
+    try:  # the pattern keeps numbers out (pydantic would take 0.5 as seconds since the epoch)
+        after = None if before is None else datetime.fromisoformat(before)
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"before {before!r} is not a time: pass next_before as it was given") from None
+    entries = await history(conn, user.user_id, limit=limit, before=after)
     items = [NotificationEntry(**asdict(e)) for e in entries]
     return NotificationHistory(items=items, next_before=entries[-1].requested_at if len(entries) == limit else None)
 
@@ -118,7 +124,7 @@ class LowStockThresholdAccepted(BaseModel):
 
 
 @admin_router.put("/{sku}/low-stock-threshold", status_code=status.HTTP_202_ACCEPTED,
-                  response_model=LowStockThresholdAccepted, responses=errors(401, 403, 422, 429, 503))
+                  response_model=LowStockThresholdAccepted, responses=errors(400, 401, 403, 413, 422, 429, 503))
 async def set_low_stock_threshold(
     sku: Annotated[str, Path(pattern=SKU_PATTERN, description="The sku.")], body: LowStockThreshold,
     admin: AdminUser, edge: EdgeDep,

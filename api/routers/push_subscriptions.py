@@ -65,7 +65,7 @@ async def server_key(_user: CurrentUser, settings: SettingsDep) -> ServerKey:
 
 
 @router.post(BASE, status_code=status.HTTP_201_CREATED, response_model=SubscriptionOut,
-             responses=errors(401, 409, 422, 429))
+             responses=errors(400, 401, 409, 413, 422, 429))
 async def register(body: SubscriptionIn, user: CurrentUser, conn: DbDep) -> SubscriptionOut:
     """Register a subscription; the same endpoint registered again by its user is the same subscription."""
     row = await conn.fetchrow(

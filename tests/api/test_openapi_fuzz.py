@@ -63,9 +63,20 @@ RULES: dict[str, tuple[int, ...]] = {
     "PATCH /v1/categories/{category_id}": (422,),
     # a start or an end given twice, a time, offset or CEL filter that does not parse, no such partition
     "GET /v1/taps/{topic}": (422,),
+    # a template that does not render with its sample data; a preview of a template that does not
+    "POST /v1/admin/notification-templates": (422,),
+    "PUT /v1/admin/notification-templates/{template}/{channel}/{locale}": (422,),
+    "POST /v1/admin/notification-templates/preview": (422,),
+    "PUT /v1/admin/stock/{sku}/low-stock-threshold": (422,),  # a sku the catalog does not have
+    "PUT /v1/users/me/notification-preferences": (422,),  # quiet hours that start and end at the same hour
+    "GET /v1/users/me/notifications": (422,),  # a `before` that looks like a time and is not one
+    "POST /v1/users/me/push-subscriptions": (422,),  # an endpoint that is not https (RULE_FIELDS)
 }
 # Rules written as field validators, so refused with a field entry: (operation, field) -> the rule.
-RULE_FIELDS = {("POST /v1/orders", ("body", "lines")): "one line per sku"}
+RULE_FIELDS = {
+    ("POST /v1/orders", ("body", "lines")): "one line per sku",
+    ("POST /v1/users/me/push-subscriptions", ("body", "endpoint")): "https, or http for a local push service",
+}
 # schemathesis' own defaults (``schemathesis.config._checks``, not exported): a list given replaces them.
 POSITIVE_DEFAULTS = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 NEGATIVE_DEFAULTS = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"]

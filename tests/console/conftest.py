@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from polling import eventually, eventually_async
 from prometheus_client import CollectorRegistry
 
@@ -44,6 +44,7 @@ from shopflow.launch import ShopflowProcess, ops_health
 from shopflow.settings import Settings
 from shopflow.streams.client import now_ms
 from shopflow.streams.monitor import Monitor
+from shopflow.topologies.catalog import CART_EVENTS
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,26 @@ def lagging_group(admin, topic_factory, producer) -> Iterator[tuple[str, str]]:
     admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 5)])]
                                        )[group].result(timeout=30)
     yield group, topic
+    admin.delete_consumer_groups([group])[group].result(timeout=30)
+
+
+@pytest.fixture
+def lagging_dead_letters(stack, admin, producer) -> Iterator[tuple[str, str, int]]:
+    """A group 15 records behind on a dead-letter topic of the catalog (the topics the console may tap;
+    no agent reads them): 20 records from ``base``, committed at ``base + 5``. The group is deleted after;
+    the records stay, as any dead letter does until retention."""
+    topic, group = CART_EVENTS.dead_letter, f"test-ops-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": group})
+    try:
+        base = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        consumer.close()
+    for n in range(20):
+        producer.produce(topic, key=f"k{n}".encode(), value=f"record {n}".encode(), partition=0)
+    producer.flush(10)
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, base + 5)])]
+                                       )[group].result(timeout=30)
+    yield group, topic, base
     admin.delete_consumer_groups([group])[group].result(timeout=30)
 
 

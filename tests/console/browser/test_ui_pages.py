@@ -29,10 +29,10 @@ def test_every_page_opens_from_the_navigation_with_no_console_error(ops_user_fac
             ui.screenshot(screenshot)
 
 
-def test_a_lagging_partition_links_to_the_tap_at_what_its_group_has_yet_to_read(lagging_group, ops_user_factory,
-                                                                                 ui: ConsoleUI):
-    # Given a group committed at offset 5 of a topic of 20 records
-    group, topic = lagging_group
+def test_a_lagging_partition_links_to_the_tap_at_what_its_group_has_yet_to_read(lagging_dead_letters,
+                                                                                 ops_user_factory, ui: ConsoleUI):
+    # Given a group committed 15 records before the end of a dead-letter topic (a topic the console may tap)
+    group, topic, base = lagging_dead_letters
     user = off_loop(ops_user_factory, "ops")
     ui.sign_in(user.email, user.password, f"/groups?group={group}")
 
@@ -46,10 +46,11 @@ def test_a_lagging_partition_links_to_the_tap_at_what_its_group_has_yet_to_read(
     with ui.page.expect_navigation(wait_until="load"):
         ui.page.get_by_test_id("tap-link").click()
 
-    # Then the tap shows the 15 records the group has yet to process, from its committed offset
+    # Then the tap shows the 15 records the group has yet to process, from its committed offset (their
+    # values are not Avro, so a masked tap shows them redacted; their keys stay readable)
     assert ui.page.get_by_test_id("page-tap").is_visible()
     records = ui.page.get_by_test_id("tap-record")
     offsets = [int(records.nth(i).get_attribute("data-offset") or -1) for i in range(records.count())]
-    assert offsets == list(range(5, 20))
-    assert "record 5" in records.first.inner_text()
+    assert offsets == list(range(base + 5, base + 20))
+    assert "k5" in records.first.inner_text() and "record 5" not in records.first.inner_text()
     ui.screenshot("tap")
