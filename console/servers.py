@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -46,12 +47,13 @@ def read_servers(settings: Settings) -> list[ServerRow]:
 class ServerStatus:
     settings: Settings
     max_age_s: float = MAX_AGE_S
+    clock: Callable[[], float] = time.time  # tests pass their own, to age a reading without waiting
     _last: ServerReading | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _fresh(self) -> ServerReading | None:
         last = self._last
-        return last if last is not None and time.time() - last.read_at < self.max_age_s else None
+        return last if last is not None and self.clock() - last.read_at < self.max_age_s else None
 
     async def read(self) -> ServerReading:
         """The last reading while younger than ``max_age_s``, else a new one (one at a time)."""
@@ -61,5 +63,5 @@ class ServerStatus:
             if (fresh := self._fresh()) is not None:  # read by whoever held the lock meanwhile
                 return fresh
             rows = await asyncio.to_thread(read_servers, self.settings)
-            self._last = ServerReading(rows, time.time())
+            self._last = ServerReading(rows, self.clock())
             return self._last

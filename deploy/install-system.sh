@@ -2,8 +2,8 @@
 # Installs the machine-level tools the stack runs on, from Debian's packages, only when missing:
 # Java 17 (Kafka, Connect, Apicurio, OpenSearch), Maven (fetches their jars), PostgreSQL 15, Redis,
 # Prometheus (and its promtool, which the suite runs on the rules). With `test`: also Chromium, the
-# browser the ops console's tests drive (playwright on Debian's build: `playwright install` downloads
-# one from a website, which these machines cannot reach).
+# browser the ops console's tests drive (playwright launched on Debian's build by its path: playwright's own
+# browser download comes from a website, which these machines cannot reach).
 set -euo pipefail
 
 pg_major=$(sed -n 's/^postgresql *= *"\([0-9]*\)".*/\1/p' "$(dirname "$0")/versions.toml")

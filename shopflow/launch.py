@@ -12,8 +12,10 @@ failure shows.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,16 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, ProcessF
 from shopflow.settings import Settings
 
 __all__ = ["AlreadyRunning", "HealthCheck", "LaunchError", "ShopflowProcess", "edge_health", "ops_health",
-           "worker_health"]
+           "stop_on_signals", "worker_health"]
+
+
+def stop_on_signals() -> threading.Event:
+    """For a long-running process's own main: an event set by SIGINT or SIGTERM (how the launcher stops it),
+    which its loops watch to finish what they hold and exit cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 class LaunchError(RuntimeError):

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from shopflow.catalog.store import Catalog
 from shopflow.files import Keys, ObjectStore, StoreUnavailable
 from shopflow.images import THUMBNAIL_CONTENT_TYPE, Limits, ProcessedImage, Refused, process
 from shopflow.kafka import producer_config
+from shopflow.launch import stop_on_signals
 from shopflow.metrics import BatchFeed, expose
 from shopflow.schemas.catalog import ProductDeleted, ProductUpserted
 from shopflow.schemas.codec import AvroCodec
@@ -261,8 +260,6 @@ def _until_done(step: Callable[[], T], stop_event: StopSignal) -> T | None:
 
 def main(settings: Settings) -> None:
     """The process entry point (``shopflow images``): until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     expose(settings, "images")
     run(settings, stop)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from shopflow.catalog.search import HEARTBEAT_SKU
 from shopflow.catalog.search_index import DEFAULT_INDEX
 from shopflow.connectors.apply import ConnectClient
 from shopflow.db import connect
+from shopflow.launch import stop_on_signals
 from shopflow.metrics import expose
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.registry import SchemaRegistry
@@ -301,9 +301,7 @@ def main(settings: Settings, metrics_port: int | None = None) -> None:
     MonitorError (exit status 1, not 0) when the watching thread failed: its target is gone with it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to Connect, the index, the registry
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     lookback = settings.monitor_lookback_s
     try:
         # The topics it reads: on a fresh broker nothing else may have created them yet.

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,6 +32,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from shopflow.db import connect
 from shopflow.kafka import producer_config
+from shopflow.launch import stop_on_signals
 from shopflow.metrics import BatchFeed, expose
 from shopflow.schemas.codec import AvroCodec
 from shopflow.schemas.deadletter import DeadLetter, decode_record_or_dead_letter
@@ -228,8 +227,6 @@ def run(settings: Settings, stop_event: StopSignal, *, topics: Sequence[str] | N
 
 def main(settings: Settings) -> None:
     """The process entry point (``shopflow notifications``): until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     expose(settings, "notifications")
     run(settings, stop)

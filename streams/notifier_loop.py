@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from shopflow.db import create_pool
 from shopflow.kafka import producer_config
+from shopflow.launch import stop_on_signals
 from shopflow.metrics import BatchFeed, expose
 from shopflow.notify import preferences
 from shopflow.notify.channels import Channel, Recipient, RenderedMessage, channels_from_settings
@@ -311,9 +311,7 @@ def _commit(consumer: Consumer, book: OffsetBook) -> None:
 
 def main(settings: Settings) -> None:
     """The process entry point (``shopflow notifier``): until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     expose(settings, "notifier")
     logging.basicConfig(level=logging.INFO)
     asyncio.run(serve(settings, stop))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -73,6 +74,16 @@ async def test_a_finished_tap_streams_its_records_then_the_summary_and_gives_its
     assert tap.thread is not None and tap.thread.name == "shopflow-tap"  # its own, not the event loop's pool
 
 
+def waiting_for_a_slot(thread: threading.Thread | None) -> bool:
+    """The thread is blocked handing a frame to a full buffer (``TapStream._offer``)."""
+    frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident else None
+    while frame is not None:
+        if frame.f_code.co_name == "_offer":
+            return True
+        frame = frame.f_back
+    return False
+
+
 async def test_a_client_that_does_not_read_holds_the_tap_at_the_buffer():
     tap = EndlessTap()
     stream = TapStream(tap, NDJSON, max_seconds=30, buffer=8)
@@ -82,7 +93,8 @@ async def test_a_client_that_does_not_read_holds_the_tap_at_the_buffer():
     # Then nobody reads: the thread waits once the buffer is full, and reads no further.
     filled = eventually(lambda: tap.produced if tap.produced >= len(first.splitlines()) + 8 else None,
                         timeout_s=5, what="the buffer to fill")
-    await asyncio.sleep(0.3)  # a window in which an unbounded hand-off would have run ahead
+    # ... and waits there, handing nothing more: an unbounded hand-off never parks, it runs ahead.
+    eventually(lambda: waiting_for_a_slot(tap.thread), timeout_s=5, what="the tap's thread waiting for a slot")
     assert tap.produced - filled <= 1
     await stream.close()
     await frames.aclose()

@@ -43,7 +43,7 @@ def shot_folders(settings: Settings) -> list[Path]:
 
 @pytest.fixture
 def chromium() -> Iterator[Playwright]:
-    """playwright on Debian's chromium (never ``playwright install``: it downloads a browser, which fails here)."""
+    """playwright on Debian's chromium launched by its path (playwright's own browser download fails here)."""
     if not CHROMIUM.exists():
         pytest.fail(f"no chromium at {CHROMIUM}: `make system-test` installs Debian's "
                     f"(deploy/install-system.sh test), or set SHOPFLOW_CHROMIUM to one", pytrace=False)
