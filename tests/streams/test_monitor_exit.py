@@ -31,7 +31,7 @@ def monitor_running(monkeypatch):
         monkeypatch.setattr(monitor_module, "AdminClient", lambda config: None)
         monkeypatch.setattr(monitor_module, "apply_topics", lambda admin: None)
         monkeypatch.setattr(monitor_module, "expose", lambda settings, job, port: 9999)
-        monkeypatch.setattr(monitor_module.signal, "signal", lambda sig, handler: None)
+        monkeypatch.setattr(monitor_module, "stop_on_signals", threading.Event)
 
     return install
 
